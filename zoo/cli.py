@@ -29,8 +29,8 @@ from typing import Any
 import pandas as pd
 
 from zoo import data as zdata
-from zoo.registry import config_from_dict, create_model, get_spec, list_models
-from zoo.train import DivergenceError, TrainConfig, fit, load_checkpoint
+from zoo.registry import create_model, get_spec, list_models
+from zoo.train import DivergenceError, TrainConfig, fit, load_checkpoint, resolve_device
 
 # train flags handled by hand: --out, --resume
 _TRAIN_SKIP = ("out_dir", "resume")
@@ -202,8 +202,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         **{k: tuple(v) if isinstance(v, list) else v for k, v in desc["info"].items()}
     )
     spec = get_spec(desc["name"])
-    config = config_from_dict(spec.config, desc["config"])
-    zm = create_model(desc["name"], data=info, guide=desc["guide"], **dataclasses.asdict(config))
+    zm = create_model(desc["name"], data=info, guide=desc["guide"], **desc["config"])
     zm.load_state_dict(ckpt["state"])
     if args.data is not None:
         dataset = _load_data(args.data, args.data_dir)
@@ -212,8 +211,6 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         dataset = _load_data(source["name"], args.data_dir, dict(source.get("kwargs", {})))
     else:
         raise ValueError("this checkpoint was trained on user tensors: pass --data to evaluate it")
-    from zoo.train import resolve_device
-
     zm.to(resolve_device(args.device)).eval()
     metrics = {split: zm.evaluate(dataset, split) for split in ("train", "test")}
     out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent

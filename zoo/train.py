@@ -192,6 +192,8 @@ class FitResult:
     :ivar seconds: wall time of this call.
     :ivar device: where the model trained.
     :ivar checkpoint: the final checkpoint, or ``None`` without ``out_dir``.
+    :ivar losses: the loss per example, ``-ELBO / N`` at the step's ``beta``, of each step that
+        this call took.
     """
 
     history: pd.DataFrame
@@ -303,9 +305,11 @@ def _check_compatible(zm: ZooModel, data: Dataset) -> None:
 
 
 def _rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1])}
-    state["python_version"] = random.getstate()[0]
-    state["python_gauss"] = random.getstate()[2]
+    version, internal, gauss = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "python": [version, list(internal), gauss],  # plain lists: weights_only loading
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -313,7 +317,8 @@ def _rng_state() -> dict[str, Any]:
 
 def _set_rng_state(state: Mapping[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
-    random.setstate((state["python_version"], tuple(state["python"]), state["python_gauss"]))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
