@@ -127,3 +127,29 @@ def test_python_dash_m_zoo_runs():
         [sys.executable, "-m", "zoo", "list"], capture_output=True, text=True, check=False
     )
     assert done.returncode == 0 and "ppca" in done.stdout
+
+
+def test_bnn_train_writes_the_layer_report_and_export_refuses_to_overwrite(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "lenet300-loguniform", "--data", "digits", "--hidden", "16"]
+    args += ["--num-epochs", "1", "--no-progress", "--no-plots", "--out", str(out)]
+    assert main(args) == 0
+    report = pd.read_csv(out / "report.csv")
+    assert list(report["layer"]) == ["net.1.weight", "net.3.weight", "total"]
+    assert report["weights"].iloc[-1] == 64 * 16 + 16 * 10
+    # compression is |W| / |W != 0| of the same rows
+    expected = report["weights"] / report["kept"].clip(lower=1)
+    assert (report["compression"] - expected).abs().max() < 1e-9
+
+    target = tmp_path / "pruned.pt"
+    assert main(["export", str(out / "checkpoint.pt"), "--out", str(target)]) == 0
+    state = __import__("torch").load(target)
+    assert set(state) == {"1.weight", "1.bias", "3.weight", "3.bias"}
+    kept = int(state["1.weight"].count_nonzero()) + int(state["3.weight"].count_nonzero())
+    assert kept == report["kept"].iloc[-1]
+    before = target.read_bytes()
+    capsys.readouterr()
+    assert main(["export", str(out / "checkpoint.pt"), "--out", str(target)]) == 2
+    assert "--force" in capsys.readouterr().err
+    assert target.read_bytes() == before  # nothing written half-way
+    assert main(["export", str(out / "checkpoint.pt"), "--out", str(target), "--force"]) == 0

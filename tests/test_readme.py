@@ -20,8 +20,13 @@ def test_readme_opens_with_the_two_commands():
     assert "test-command" in ci and "test-command" in README.read_text()
 
 
+def _block_defining(name):
+    (code,) = [c for c in _blocks("python") if re.search(rf"^{name} = ", c, flags=re.M)]
+    return code
+
+
 def test_library_example_runs():
-    (code,) = _blocks("python")
+    code = _block_defining("zm")
     namespace: dict = {}
     exec(compile(code, str(README), "exec"), namespace)
     zm = namespace["zm"]
@@ -30,3 +35,11 @@ def test_library_example_runs():
     assert torch.isfinite(zm.model.W).all()
     # the printed claim: SVI on the user's tensors matches the closed form to 4 decimals
     assert abs(namespace["svi"] - namespace["best"]) < 5e-4
+
+
+def test_prior_example_runs_and_prints_what_it_claims(capsys):
+    code = _block_defining("net")
+    namespace: dict = {}
+    exec(compile(code, str(README), "exec"), namespace)
+    assert "['1.weight', '3.weight']" in capsys.readouterr().out
+    assert namespace["guide"].site_names == ["1.weight", "3.weight"]

@@ -27,9 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 
 from zoo import data as zdata
-from zoo.registry import create_model, get_spec, list_models
+from zoo.registry import ZooModel, create_model, get_spec, list_models
 from zoo.train import DivergenceError, TrainConfig, fit, load_checkpoint, resolve_device
 
 # train flags handled by hand: --out, --resume
@@ -192,18 +193,33 @@ def _cmd_train(argv: list[str]) -> int:
         f"checkpoint {result.checkpoint}"
     )
     _print_metrics(metrics)
+    _write_report(zm, out)
     return 0
 
 
-def _cmd_evaluate(args: argparse.Namespace) -> int:
-    ckpt = load_checkpoint(args.checkpoint)
+def _from_checkpoint(path: str) -> tuple[ZooModel, dict]:
+    ckpt = load_checkpoint(path)
     desc = ckpt["model"]
     info = zdata.DataInfo(
         **{k: tuple(v) if isinstance(v, list) else v for k, v in desc["info"].items()}
     )
-    spec = get_spec(desc["name"])
     zm = create_model(desc["name"], data=info, guide=desc["guide"], **desc["config"])
     zm.load_state_dict(ckpt["state"])
+    return zm, ckpt
+
+
+def _write_report(zm: ZooModel, out: Path) -> None:
+    if zm.spec.report is None:
+        return
+    table = zm.spec.report(zm)
+    table.to_csv(out / "report.csv", index=False)
+    with pd.option_context("display.width", 200):
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    zm, ckpt = _from_checkpoint(args.checkpoint)
+    desc = ckpt["model"]
     if args.data is not None:
         dataset = _load_data(args.data, args.data_dir)
     elif ckpt["data"]:
@@ -216,15 +232,37 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent
     out.mkdir(parents=True, exist_ok=True)
     (out / "evaluation.json").write_text(json.dumps(metrics, indent=2))
-    if spec.plot is not None and not args.no_plots:
-        for path in spec.plot(zm, dataset, out):
+    if zm.spec.plot is not None and not args.no_plots:
+        for path in zm.spec.plot(zm, dataset, out):
             print(f"wrote {path}")
     print(f"{desc['name']} (guide {desc['guide']}) after {ckpt['step']} steps, on {dataset.name}")
     _print_metrics(metrics)
+    _write_report(zm, out)
     return 0
 
 
-def _markdown(frame: pd.DataFrame) -> str:
+def _cmd_export(args: argparse.Namespace) -> int:
+    zm, _ = _from_checkpoint(args.checkpoint)
+    if zm.spec.export is None:
+        raise ValueError(f"{zm.name} has no deterministic export")
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise ValueError(f"{out} exists; pass --force to overwrite it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    state = zm.spec.export(zm)
+    tmp = out.with_name(out.name + ".tmp")
+    torch.save(state, tmp)
+    tmp.replace(out)
+    kept = sum(int(v.count_nonzero()) for k, v in state.items() if k.endswith("weight"))
+    total = sum(v.numel() for k, v in state.items() if k.endswith("weight"))
+    print(
+        f"wrote {out}: the state dict of {zm.name}'s deterministic network, "
+        f"{kept}/{total} nonzero weights ({total / max(kept, 1):.1f}x compression)"
+    )
+    return 0
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
     """A GitHub table without pandas' optional ``tabulate`` dependency."""
 
     def cell(v: Any) -> str:
@@ -294,7 +332,7 @@ def demo(
         f"PPCA family on {dataset.name} ({dataset.num_train} train / {dataset.num_test} test); "
         "log-likelihoods are exact, per example (Bayesian PCA: plug-in E_q[W]); the closed form "
         "is Tipping & Bishop's ML solution with the same number of dimensions; gap_nats is its "
-        "train log-likelihood minus the fit's, per example.\n\n" + _markdown(table)
+        "train log-likelihood minus the fit's, per example.\n\n" + markdown_table(table)
     )
     return table
 
@@ -327,6 +365,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--out", default=None, help="output folder (default: the checkpoint's)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNGs")
+    p = sub.add_parser(
+        "export",
+        help="write the deterministic network of a checkpoint (pruned BNN) as a state dict",
+    )
+    p.add_argument("checkpoint", help="a checkpoint.pt (or the folder holding it)")
+    p.add_argument("--out", required=True, help="the .pt file to write")
+    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     p = sub.add_parser("demo", help="train the PPCA family on built-in data and print a table")
     _data_flags(p, "digits")
     p.add_argument(
@@ -351,6 +396,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_list(args)
         if args.command == "evaluate":
             return _cmd_evaluate(args)
+        if args.command == "export":
+            return _cmd_export(args)
         if args.command == "demo":
             return _cmd_demo(args)
         # `zoo train NAME` is handled above; this is `zoo train` with a flag but no name

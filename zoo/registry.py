@@ -69,6 +69,13 @@ class ModelSpec:
         closed-form coordinate updates such as the ARD precisions of Bayesian PCA.
     :param train_defaults: :class:`zoo.train.TrainConfig` fields this family trains best with.
     :param reference: the paper the model follows.
+    :param report: ``(zoo_model) -> DataFrame``, a table the CLI prints and writes as
+        ``report.csv`` after training and evaluation (BNNs: the per-layer pruning report).
+    :param export: ``(zoo_model) -> dict[str, Tensor]``, the state dict of a deterministic network
+        distilled from the fit (BNNs: the pruned posterior means), written by ``zoo export``.
+    :param handler: ``(config) -> Messenger | None``, an effect handler that wraps model and guide
+        alike whenever they run for inference or prediction (one shared instance per built
+        model), such as :class:`guides.lrt.LocalReparameterization`.
     """
 
     name: str
@@ -87,6 +94,9 @@ class ModelSpec:
     post_step: Callable[[ZooModel], None] | None = None
     train_defaults: Mapping[str, Any] = field(default_factory=dict)
     reference: str = ""
+    report: Callable[[ZooModel], Any] | None = None
+    export: Callable[[ZooModel], dict] | None = None
+    handler: Callable[[Any], Any] | None = None
 
     def __post_init__(self) -> None:
         if not dataclasses.is_dataclass(self.config) or isinstance(self.config, type):
@@ -173,6 +183,7 @@ class ZooModel:
     guide_name: str
     model: nn.Module
     guide: nn.Module
+    handler: Any = None
 
     @property
     def name(self) -> str:
@@ -189,6 +200,12 @@ class ZooModel:
         for b in self.model.buffers():
             return b.device
         return torch.device("cpu")
+
+    def callables(self) -> tuple[Callable[..., Any], Callable[..., Any]]:
+        """Model and guide as inference runs them: inside the entry's effect handler, if any."""
+        if self.handler is None:
+            return self.model, self.guide
+        return self.handler(self.model), self.handler(self.guide)
 
     def parameters(self) -> Iterator[nn.Parameter]:
         """Model then guide parameters, each once, in a fixed order (the optimizer relies on it)."""
@@ -285,4 +302,5 @@ def create_model(
         pyro.set_rng_seed(seed)
     model = spec.build_model(config, info)
     guide_module = spec.guides[guide_name](config, info, model)
-    return ZooModel(spec, config, info, guide_name, model, guide_module)
+    handler = None if spec.handler is None else spec.handler(config)
+    return ZooModel(spec, config, info, guide_name, model, guide_module, handler)

@@ -454,8 +454,9 @@ def fit(
     )
     anneal = _LatentScale()
     annealing = config.kl_warmup_end > 0 or config.kl_weight != 1.0
-    model = anneal(zm.model) if annealing else zm.model
-    guide = anneal(zm.guide) if annealing else zm.guide
+    model, guide = zm.callables()
+    if annealing:
+        model, guide = anneal(model), anneal(guide)
 
     # Lazily created parameters (autoguides) must exist before the optimizer is built.
     with torch.no_grad(), pyro.poutine.block():

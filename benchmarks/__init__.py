@@ -1,0 +1,1 @@
+"""Benchmarks: scripts with ``main(argv)`` that write ``benchmarks/results/``."""

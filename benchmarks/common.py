@@ -1,0 +1,61 @@
+"""What every benchmark writes next to its numbers: date, machine, versions and command."""
+
+from __future__ import annotations
+
+import datetime
+import platform
+import shlex
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pyro
+import torch
+
+from zoo.cli import markdown_table
+
+__all__ = ["header", "machine", "markdown_table", "write_results"]
+
+
+def machine(device: torch.device | str = "cpu") -> str:
+    """The GPU's name on CUDA, else the CPU model and its core count."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {torch.get_num_threads()} torch threads"
+
+
+def header(title: str, device: torch.device | str, module: str, argv: list[str] | None) -> str:
+    """A Markdown preamble: title, date, machine, versions and the command that ran.
+
+    :param module: the benchmark's module, run as ``python -m module``.
+    :param argv: its arguments (``sys.argv[1:]`` when ``None``).
+    """
+    args = sys.argv[1:] if argv is None else argv
+    command = " ".join(["python -m", module, *(shlex.quote(a) for a in args)])
+    return (
+        f"# {title}\n\n"
+        f"- date: {datetime.date.today().isoformat()}\n"
+        f"- machine: {machine(device)}\n"
+        f"- versions: torch {torch.__version__}, pyro {pyro.__version__}, "
+        f"python {platform.python_version()}\n"
+        f"- command: `{command}`\n\n"
+    )
+
+
+def write_results(out: str | Path, stem: str, frame: pd.DataFrame, markdown: str) -> list[Path]:
+    """Write ``stem.csv`` and ``stem.md`` under ``out`` and return their paths."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{stem}.csv", out / f"{stem}.md"]
+    frame.to_csv(paths[0], index=False)
+    paths[1].write_text(markdown)
+    return paths

@@ -1,0 +1,383 @@
+"""Guides over the weights of a Bayesian network: the dropout family and Bayes by Backprop.
+
+Every guide here is built from a model whose layers were made Bayesian by a
+:class:`zoo.priors.Prior`; it emits one sample site per weight tensor, with the model's names.
+
+* :class:`SparseVD` -- per-weight ``q(w) = N(theta, sigma^2)`` in the additive parameterization
+  ``(theta, log sigma^2)``, ``log alpha = log sigma^2 - log theta^2`` (Molchanov et al. 2017).
+  With the log-uniform prior, weights whose ``log alpha`` exceeds a threshold (3) are pruned.
+* :class:`VariationalDropout` -- ``q(w) = N(theta, alpha theta^2)`` with ``alpha`` shared per layer
+  (type A) or per input unit (type B), Kingma, Salimans & Welling (2015); the learned dropout rate
+  is ``p = alpha / (1 + alpha)``, capped at ``max_dropout`` (Kingma: alpha ≤ 1, p ≤ 0.5).
+* :class:`MeanFieldGaussian` -- Bayes by Backprop (Blundell et al. 2015), softplus scales.
+* :class:`MCDropout` -- Bernoulli dropout on each layer's input units as a variational family
+  (Gal & Ghahramani 2016), ``w = M diag(z) / (1 - p)`` with ``z ~ Bernoulli(1 - p)``.
+
+Under :class:`guides.lrt.LocalReparameterization` the Gaussian guides drive the local
+reparameterization trick and :class:`MCDropout` draws its masks per example.
+
+Usage::
+
+    from zoo.models.bnn import BNN, BNNConfig, build_net
+    info = zoo.data.dataset_info("fashion-mnist")
+    model = BNN(lambda: build_net(BNNConfig(), info), LogUniform(), info)   # LeNet-300-100
+    guide = SparseVD(model)
+    guide.log_alpha()["net.1.weight"].shape          # torch.Size([300, 784])
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.distributions.torch_distribution import TorchDistribution
+from pyro.nn import PyroModule
+from torch import nn
+from torch.distributions import constraints
+from torch.distributions.kl import register_kl
+
+from guides.meanfield import MeanFieldNormal
+from zoo.priors import (
+    LOG_ALPHA_EPS,
+    ImproperLogUniform,
+    WeightSite,
+    log_alpha,
+    sparse_vd_kl,
+    weight_sites,
+)
+
+__all__ = [
+    "LOG_SIGMA2_MIN",
+    "DropoutWeight",
+    "GaussianDropout",
+    "MCDropout",
+    "MeanFieldGaussian",
+    "SparseVD",
+    "VariationalDropout",
+    "WeightGuide",
+]
+
+
+class DropoutWeight(TorchDistribution):
+    """Bernoulli dropout on the input units of a weight tensor, as a distribution over weights.
+
+    ``w = loc * z / (1 - p)`` with one ``z ~ Bernoulli(1 - p)`` per input unit (dimension 1 of
+    ``loc``: the input features of a ``Linear`` weight, the input channels of a ``Conv2d`` one),
+    so ``E[w] = loc``.  The family is a mixture of point masses: ``log_prob`` is 0 and its
+    entropy, which no parameter touches, is dropped, as in Gal & Ghahramani (2016).
+
+    :param loc: the weight means ``M`` (at least 2-D).
+    :param p: the drop probability, ``0 <= p < 1``.
+    """
+
+    arg_constraints = {"loc": constraints.real}  # noqa: RUF012
+    support = constraints.real
+    has_rsample = True
+
+    def __init__(self, loc: torch.Tensor, p: float, validate_args: bool | None = None) -> None:
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+        if loc.dim() < 2:
+            raise ValueError(
+                f"loc must have an output and an input dimension, got {tuple(loc.shape)}"
+            )
+        self.loc, self.p = loc, float(p)
+        super().__init__(loc.shape, validate_args=validate_args)
+
+    def expand(self, batch_shape, _instance=None):
+        if torch.Size(batch_shape) != self.batch_shape:
+            raise ValueError("DropoutWeight cannot be expanded to a new batch shape")
+        return self
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return self.loc
+
+    @property
+    def variance(self) -> torch.Tensor:
+        return self.loc.square() * (self.p / (1.0 - self.p))
+
+    def _keep(self, shape: tuple[int, ...]) -> torch.Tensor:
+        keep = torch.full(shape, 1.0 - self.p, dtype=self.loc.dtype, device=self.loc.device)
+        return torch.bernoulli(keep) / (1.0 - self.p)
+
+    def rsample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:  # noqa: B008
+        unit = (1, self.loc.shape[1]) + (1,) * (self.loc.dim() - 2)
+        return self.loc * self._keep((*sample_shape, *unit))
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(value)
+
+    def dropout_input(self, x: torch.Tensor, feature_dim: int) -> torch.Tensor:
+        """``x`` with its own mask per example: the same law per example, no weight formed.
+
+        :param feature_dim: the dimension of ``x`` the weight's input units index: -1 for a
+            ``Linear`` layer (whatever dimensions lie between), 1 for ``Conv2d`` channels.
+        """
+        shape = [1] * x.dim()
+        shape[0], shape[feature_dim] = x.shape[0], x.shape[feature_dim]
+        return x * self._keep(tuple(shape))
+
+
+@register_kl(DropoutWeight, dist.Normal)
+def _kl_dropout_normal(q: DropoutWeight, p: dist.Normal) -> torch.Tensor:
+    # E_q[-log p(w)] in closed form; the mask's entropy is a constant (Gal & Ghahramani 2016).
+    second_moment = (q.loc - p.loc).square() + q.variance
+    return second_moment / (2 * p.scale.square()) + p.scale.log() + 0.5 * math.log(2 * math.pi)
+
+
+@register_kl(DropoutWeight, ImproperLogUniform)
+def _kl_dropout_loguniform(q: DropoutWeight, p: ImproperLogUniform) -> torch.Tensor:
+    raise ValueError(
+        "MC dropout puts point masses at w = 0, where the log-uniform prior has infinite "
+        "density: pair MCDropout with a Normal prior"
+    )
+
+
+#: The smallest ``log sigma^2`` the sparse-VD guide uses (see ``_AdditiveNormal``).
+LOG_SIGMA2_MIN = -30.0
+
+
+class _AdditiveNormal(PyroModule):
+    """``N(theta, exp(log_sigma2))`` over one weight tensor (Molchanov et al. 2017, sec. 4.2)."""
+
+    def __init__(self, site: WeightSite, init_log_sigma2: float) -> None:
+        super().__init__()
+        self.site = site.name
+        self.theta = nn.Parameter(site.init.clone())
+        self.log_sigma2 = nn.Parameter(torch.full(site.shape, float(init_log_sigma2)))
+
+    def distribution(self) -> dist.TorchDistribution:
+        # A floor of sigma^2 = e^-30 keeps sigma from underflowing to 0 in float32 (an invalid
+        # Normal) and its log-density finite; no weight needs less noise than that.
+        scale = (0.5 * self.log_sigma2.clamp(min=LOG_SIGMA2_MIN)).exp()
+        return dist.Normal(self.theta, scale).to_event(self.theta.dim())
+
+
+class GaussianDropout(dist.Normal):
+    """``N(theta, alpha theta^2)`` that keeps ``log alpha`` itself for the KL.
+
+    Recomputing alpha from the mean and scale would be wrong for weights near zero (where the
+    scale needs a floor to stay valid); the registered KL below reads ``log_alpha`` instead.
+    """
+
+    def __init__(
+        self, loc: torch.Tensor, log_alpha: torch.Tensor, validate_args: bool | None = None
+    ) -> None:
+        self.log_alpha = log_alpha.expand_as(loc)
+        # The 1e-16 keeps the scale strictly positive for a weight at exactly zero.
+        scale = (self.log_alpha.exp() * loc.square() + 1e-16).sqrt()
+        super().__init__(loc, scale, validate_args=validate_args)
+
+    def expand(self, batch_shape, _instance=None):
+        return GaussianDropout(
+            self.loc.expand(batch_shape), self.log_alpha.expand(batch_shape), self._validate_args
+        )
+
+
+@register_kl(GaussianDropout, ImproperLogUniform)
+def _kl_gaussian_dropout_loguniform(q: GaussianDropout, p: ImproperLogUniform) -> torch.Tensor:
+    kl = sparse_vd_kl(q.log_alpha.clamp(*p.log_alpha_clip))
+    return kl.expand(torch.broadcast_shapes(kl.shape, p.batch_shape))
+
+
+class _SharedAlphaNormal(PyroModule):
+    """``N(theta, alpha theta^2)``, ``log alpha`` per layer or per input unit (Kingma 2015)."""
+
+    def __init__(self, site: WeightSite, per: str, init_log_alpha: float, max_log_alpha: float):
+        super().__init__()
+        self.site = site.name
+        self.max_log_alpha = max_log_alpha
+        self.theta = nn.Parameter(site.init.clone())
+        shape = () if per == "layer" else (1, site.shape[1]) + (1,) * (len(site.shape) - 2)
+        self.log_alpha = nn.Parameter(torch.full(shape, float(init_log_alpha)))
+
+    def alpha(self) -> torch.Tensor:
+        return self.log_alpha.clamp(max=self.max_log_alpha).exp()
+
+    def distribution(self) -> dist.TorchDistribution:
+        log_alpha = self.log_alpha.clamp(max=self.max_log_alpha)
+        return GaussianDropout(self.theta, log_alpha).to_event(self.theta.dim())
+
+
+class _DropoutSite(PyroModule):
+    def __init__(self, site: WeightSite, p: float) -> None:
+        super().__init__()
+        self.site = site.name
+        self.p = p
+        self.loc = nn.Parameter(site.init.clone())
+
+    def distribution(self) -> dist.TorchDistribution:
+        return DropoutWeight(self.loc, self.p).to_event(self.loc.dim())
+
+
+class WeightGuide(PyroModule):
+    """Base class: one sub-guide per Bayesian weight of ``model``, sampled in model order.
+
+    :param model: a module holding layers made Bayesian by a :class:`zoo.priors.Prior`.
+    :param make_site: ``(index, site) -> PyroModule`` with ``.site`` and ``.distribution()``.
+    """
+
+    def __init__(self, model: nn.Module, make_site: Callable[[int, WeightSite], PyroModule]):
+        super().__init__()
+        sites = weight_sites(model)
+        if not sites:
+            raise ValueError(
+                f"{type(model).__name__} has no Bayesian weights: apply a zoo.priors prior first"
+            )
+        self.sites = PyroModule[nn.ModuleList]([make_site(i, s) for i, s in enumerate(sites)])
+
+    @property
+    def site_names(self) -> list[str]:
+        return [s.site for s in self.sites]
+
+    def forward(self, *args: object, **kwargs: object) -> dict[str, torch.Tensor]:
+        return {s.site: pyro.sample(s.site, s.distribution()) for s in self.sites}
+
+    def posterior(self, name: str) -> dist.TorchDistribution:
+        """``q`` of the site ``name``."""
+        for s in self.sites:
+            if s.site == name:
+                return s.distribution()
+        raise ValueError(f"no weight site {name!r}; the guide has {self.site_names}")
+
+    def log_alpha(self) -> dict[str, torch.Tensor] | None:
+        """``log sigma^2 - log theta^2`` per weight and site; ``None`` where undefined."""
+        return None
+
+    def dropout_rates(self) -> dict[str, torch.Tensor] | None:
+        """The (learned or fixed) dropout rate ``p = alpha / (1 + alpha)`` per weight and site."""
+        la = self.log_alpha()
+        return None if la is None else {k: torch.sigmoid(v) for k, v in la.items()}
+
+    def masks(self, threshold: float = 3.0) -> dict[str, torch.Tensor]:
+        """``True`` for the weights kept: ``log alpha <= threshold`` (all kept without alpha)."""
+        la = self.log_alpha()
+        if la is None:
+            return {
+                s.site: torch.ones_like(s.distribution().mean, dtype=torch.bool) for s in self.sites
+            }
+        return {k: v <= threshold for k, v in la.items()}
+
+    def mean_weights(self, threshold: float | None = 3.0) -> dict[str, torch.Tensor]:
+        """The posterior means, pruned (zeroed where ``log alpha > threshold``) unless ``None``."""
+        means = {s.site: s.distribution().mean for s in self.sites}
+        if threshold is None:
+            return means
+        masks = self.masks(threshold)
+        return {
+            k: torch.where(masks[k].to(v.device), v, torch.zeros_like(v)) for k, v in means.items()
+        }
+
+
+class SparseVD(WeightGuide):
+    """Sparse variational dropout: a Gaussian per weight, ``(theta, log sigma^2)`` learned.
+
+    Molchanov, Ashukha & Vetrov, "Variational Dropout Sparsifies Deep Neural Networks",
+    ICML 2017.  ``theta`` starts at the network's own initialization, ``log sigma^2`` at -10
+    (the authors' value).
+
+    :param model: the Bayesian network.
+    :param init_log_sigma2: initial ``log sigma^2`` of every weight.
+    """
+
+    def __init__(self, model: nn.Module, *, init_log_sigma2: float = -10.0) -> None:
+        super().__init__(model, lambda i, s: _AdditiveNormal(s, init_log_sigma2))
+
+    def log_alpha(self) -> dict[str, torch.Tensor]:
+        return {
+            s.site: s.log_sigma2.clamp(min=LOG_SIGMA2_MIN)
+            - (s.theta.square() + LOG_ALPHA_EPS).log()
+            for s in self.sites
+        }
+
+
+class VariationalDropout(WeightGuide):
+    """Gaussian dropout with a learned rate shared per layer (type A) or per unit (type B).
+
+    Kingma, Salimans & Welling, "Variational Dropout and the Local Reparameterization Trick",
+    NeurIPS 2015.  Type B's unit is the layer's input unit (a feature or channel): dropping a unit
+    scales all its outgoing weights.  The noise is independent per weight (their sec. 3.2), which
+    is what the local reparameterization needs.
+
+    :param model: the Bayesian network.
+    :param per: ``"layer"`` (type A) or ``"unit"`` (type B).
+    :param init_dropout: initial dropout rate ``p``.
+    :param max_dropout: cap on ``p``; 0.5 (``alpha <= 1``) is the range the paper trusts.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        per: str = "layer",
+        init_dropout: float = 0.2,
+        max_dropout: float = 0.5,
+    ) -> None:
+        if per not in ("layer", "unit"):
+            raise ValueError(f"per must be 'layer' or 'unit', got {per!r}")
+        if not 0.0 < init_dropout <= max_dropout < 1.0:
+            raise ValueError(
+                "need 0 < init_dropout <= max_dropout < 1, got "
+                f"init_dropout={init_dropout}, max_dropout={max_dropout}"
+            )
+        init, cap = (math.log(p / (1 - p)) for p in (init_dropout, max_dropout))
+        super().__init__(model, lambda i, s: _SharedAlphaNormal(s, per, init, cap))
+        self.per = per
+
+    def log_alpha(self) -> dict[str, torch.Tensor]:
+        return {
+            s.site: s.log_alpha.clamp(max=s.max_log_alpha).expand_as(s.theta) for s in self.sites
+        }
+
+
+class MeanFieldGaussian(WeightGuide):
+    """Bayes by Backprop: ``N(mu, softplus(rho)^2)`` per weight (Blundell et al., ICML 2015).
+
+    :param model: the Bayesian network.
+    :param init_scale: initial standard deviation of every weight.
+    """
+
+    def __init__(self, model: nn.Module, *, init_scale: float = 1e-3) -> None:
+        super().__init__(
+            model,
+            lambda i, s: MeanFieldNormal(
+                s.name, tuple(s.shape), init_loc=s.init, init_scale=init_scale
+            ),
+        )
+
+    def log_alpha(self) -> dict[str, torch.Tensor]:
+        out = {}
+        for s in self.sites:
+            q = s.distribution().base_dist
+            out[s.site] = log_alpha(q.loc, q.scale)
+        return out
+
+    def masks(self, threshold: float = 3.0) -> dict[str, torch.Tensor]:
+        # A Gaussian prior gives no pruning rule: every weight is kept.
+        return {s.site: torch.ones_like(s.loc, dtype=torch.bool) for s in self.sites}
+
+
+class MCDropout(WeightGuide):
+    """MC (Bernoulli) dropout as variational inference, Gal & Ghahramani, ICML 2016.
+
+    Each layer's inputs are dropped with probability ``p`` (``p_first`` for the first layer, the
+    pixels); predictions average over masks.  Its KL to a Gaussian prior is the L2 penalty of
+    the paper (registered above).
+
+    :param model: the Bayesian network.
+    :param p: dropout rate of hidden layers' inputs.
+    :param p_first: dropout rate of the first layer's inputs.
+    """
+
+    def __init__(self, model: nn.Module, *, p: float = 0.5, p_first: float = 0.2) -> None:
+        for name, value in (("p", p), ("p_first", p_first)):
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {value}")
+        super().__init__(model, lambda i, s: _DropoutSite(s, p_first if i == 0 else p))
+
+    def dropout_rates(self) -> dict[str, torch.Tensor]:
+        return {s.site: torch.full_like(s.loc, s.p) for s in self.sites}

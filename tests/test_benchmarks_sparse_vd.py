@@ -1,0 +1,52 @@
+"""Smoke test of benchmarks/sparse_vd.py with tiny settings (the real run is not a timed test)."""
+
+import datetime
+
+import pandas as pd
+import pytest
+import torch
+
+from benchmarks import sparse_vd
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_tiny_run_writes_the_papers_table(tmp_path):
+    argv = ["--nets", "lenet300", "--data", "digits", "--num-epochs", "2", "--warm-start"]
+    argv += ["--train-subset", "300", "--no-progress", "--out", str(tmp_path)]
+    table = sparse_vd.main(argv)
+    assert list(table["method"]) == ["dense (PyTorch)", "SparseVD (warm start)"]
+    csv = pd.read_csv(tmp_path / "sparse_vd.csv")
+    assert len(csv) == 2 and (csv["error_%"].between(0, 100)).all()
+    md = (tmp_path / "sparse_vd.md").read_text()
+    assert datetime.date.today().isoformat() in md
+    assert "python -m benchmarks.sparse_vd --nets lenet300" in md
+    assert "## Targets" in md and "lenet300:" in md
+    # the table's compression is |W| / |W != 0| of the per-layer report it prints
+    svd = table.iloc[1]
+    sparsities = [float(v) for v in svd["sparsity_per_layer_%"].split(" / ")]
+    assert len(sparsities) == 3
+    weights = [64 * 300, 300 * 100, 100 * 10]
+    kept = sum(round(w * (1 - s / 100)) for w, s in zip(weights, sparsities, strict=True))
+    assert svd["compression"] == pytest.approx(sum(weights) / kept, rel=1e-2)
+    assert (tmp_path / "sparse_vd_lenet300_masks" / "layer1_mask.png").exists()
+
+
+def test_speed_only_times_both_loops(tmp_path):
+    argv = ["--speed-only", "--nets", "lenet300", "--data", "digits", "--out", str(tmp_path)]
+    table = sparse_vd.main(argv)
+    row = table.iloc[0]
+    assert row["zoo_ms_per_step"] > 0 and row["handwritten_ms_per_step"] > 0
+    assert row["ratio"] == pytest.approx(row["zoo_ms_per_step"] / row["handwritten_ms_per_step"])
+    assert (tmp_path / "sparse_vd_speed.md").exists()
+
+
+def test_bad_epochs_are_refused():
+    with pytest.raises(SystemExit):
+        sparse_vd.main(["--num-epochs", "0"])

@@ -1,0 +1,488 @@
+"""Bayesian neural networks: any network, a weight prior, a guide, and pruning by log alpha.
+
+The generative process, for a network ``f`` whose ``Linear``/``Conv2d`` weights ``W`` carry the
+prior of :mod:`zoo.priors` and whose biases are point estimates::
+
+    W ~ p(W)                                  Normal(0, s^2) or log-uniform, per weight
+    y_i | x_i, W ~ Categorical(softmax f(x_i; W))        classification
+    y_i | x_i, W ~ Normal(f(x_i; W), sigma^2)            regression, sigma learned
+
+The guides of :mod:`guides.dropout` supply ``q(W)``; training maximizes
+``(N/B) sum_batch E_q log p(y|x,W) - beta KL(q||p)`` with ``TraceMeanField_ELBO`` and the
+registered KLs, through the local reparameterization trick (:mod:`guides.lrt`) by default.
+
+After training, weights with ``log alpha > 3`` are pruned (Molchanov et al. 2017) and the net is
+evaluated with the pruned posterior means; :func:`layer_report` gives the per-layer sparsity
+and compression, :func:`export_pruned` the deterministic ``nn.Module``.
+
+Usage::
+
+    from zoo import create_model, fit, load
+    data = load("digits")
+    zm = create_model("lenet300-loguniform", data=data)      # SparseVD, LRT
+    fit(zm, data, num_epochs=50)
+    layer_report(zm)                                           # sparsity per layer
+    net = export_pruned(zm)                                    # plain nn.Sequential
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro import poutine
+from pyro.distributions import constraints
+from pyro.nn import PyroModule, PyroParam
+from torch import nn
+
+from guides.dropout import MCDropout, MeanFieldGaussian, SparseVD, VariationalDropout, WeightGuide
+from guides.lrt import LocalReparameterization
+from zoo.data import DataInfo, Dataset
+from zoo.models.base import check_input, data_plate
+from zoo.priors import LogUniform, Normal, Prior
+from zoo.registry import ModelSpec, ZooModel, register_model
+
+__all__ = [
+    "ARCHS",
+    "BNN",
+    "BNNConfig",
+    "build_net",
+    "evaluate",
+    "export_pruned",
+    "layer_report",
+    "predict",
+    "pruned_state_dict",
+]
+
+REFERENCE = (
+    "Molchanov, Ashukha & Vetrov (2017), Variational dropout sparsifies deep neural networks, "
+    "ICML; Kingma, Salimans & Welling (2015), Variational dropout and the local "
+    "reparameterization trick, NeurIPS; Blundell et al. (2015), Weight uncertainty in neural "
+    "networks, ICML; Gal & Ghahramani (2016), Dropout as a Bayesian approximation, ICML"
+)
+
+#: ``mlp``: ``hidden`` widths with ReLU (``()`` is a linear model, ``(300, 100)`` LeNet-300-100);
+#: ``lenet5``: LeNet-5-Caffe, conv 20@5x5, pool, conv 50@5x5, pool, 500, out.
+ARCHS = ("mlp", "lenet5")
+PRIORS = ("normal", "loguniform")
+REPARAMS = ("lrt", "per_example", "shared")
+
+
+@dataclass(frozen=True)
+class BNNConfig:
+    """Configuration of the BNN family.
+
+    :param arch: one of :data:`ARCHS`.
+    :param hidden: hidden widths of ``mlp``.
+    :param prior: ``normal`` (``N(0, prior_scale^2)``) or ``loguniform``.
+    :param prior_scale: standard deviation of the normal prior.
+    :param reparam: ``lrt`` (sample pre-activations), ``per_example`` (a weight sample per
+        example) or ``shared`` (one weight sample per minibatch).
+    :param threshold: prune weights with ``log alpha`` above it (3: ``p > 0.95``).
+    :param init_log_sigma2: initial ``log sigma^2`` of the sparse-VD guide.
+    :param init_scale: initial standard deviation of the mean-field (Bayes by Backprop) guide.
+    :param dropout: MC-dropout rate of hidden layers' inputs.
+    :param input_dropout: MC-dropout rate of the first layer's inputs.
+    :param init_dropout: initial dropout rate of the variational-dropout guides.
+    :param max_dropout: cap on the learned rate of those guides (0.5 is Kingma's alpha <= 1).
+    :param init_noise: initial noise standard deviation of the regressor.
+    :param eval_samples: posterior samples averaged by the predictive metrics.
+    :param eval_batch_size: examples per forward pass in evaluation.
+    """
+
+    arch: str = "mlp"
+    hidden: tuple[int, ...] = (300, 100)
+    prior: str = "loguniform"
+    prior_scale: float = 1.0
+    reparam: str = "lrt"
+    threshold: float = 3.0
+    init_log_sigma2: float = -10.0
+    init_scale: float = 1e-3
+    dropout: float = 0.5
+    input_dropout: float = 0.2
+    init_dropout: float = 0.2
+    max_dropout: float = 0.5
+    init_noise: float = 1.0
+    eval_samples: int = 10
+    eval_batch_size: int = 2000
+
+    def __post_init__(self) -> None:
+        for name, value, choices in (
+            ("arch", self.arch, ARCHS),
+            ("prior", self.prior, PRIORS),
+            ("reparam", self.reparam, REPARAMS),
+        ):
+            if value not in choices:
+                raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+        if any(int(h) < 1 for h in self.hidden):
+            raise ValueError(f"hidden widths must be positive, got {self.hidden}")
+        if self.prior_scale <= 0 or self.init_scale <= 0 or self.init_noise <= 0:
+            raise ValueError("prior_scale, init_scale and init_noise must be positive")
+        if self.eval_samples < 1 or self.eval_batch_size < 1:
+            raise ValueError("eval_samples and eval_batch_size must be at least 1")
+
+    def make_prior(self) -> Prior:
+        return Normal(self.prior_scale) if self.prior == "normal" else LogUniform()
+
+
+def build_net(config: BNNConfig, info: DataInfo) -> nn.Module:
+    """The plain (deterministic) architecture for inputs ``info``; it maps ``x`` to logits/means.
+
+    :raises ValueError: when ``lenet5`` gets inputs that are not images of at least 16x16.
+    """
+    out = info.num_classes if info.task == "classification" else 1
+    if config.arch == "mlp":
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = info.input_dim
+        for h in config.hidden:
+            layers += [nn.Linear(width, int(h)), nn.ReLU()]
+            width = int(h)
+        return nn.Sequential(*layers, nn.Linear(width, out))
+    if len(info.input_shape) != 3 or min(info.input_shape[1:]) < 16:
+        raise ValueError(
+            f"lenet5 needs image inputs (C, H, W) of at least 16x16, got {info.input_shape}; "
+            "use arch='mlp' for small inputs such as digits"
+        )
+    channels, height, width = info.input_shape
+    features = nn.Sequential(
+        nn.Conv2d(channels, 20, 5),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(20, 50, 5),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+    )
+    with torch.no_grad():
+        flat = features(torch.zeros(1, channels, height, width)).shape[1]
+    return nn.Sequential(*features, nn.Linear(flat, 500), nn.ReLU(), nn.Linear(500, out))
+
+
+class BNN(PyroModule):
+    """A Bayesian network: ``net_factory()``'s architecture with ``prior`` on its weights.
+
+    :param net_factory: builds the plain network (called again by :func:`export_pruned`).
+    :param prior: a :class:`zoo.priors.Prior`.
+    :param info: the data's shapes and task (classification or regression).
+    :param init_noise: initial noise standard deviation of a regression likelihood.
+    """
+
+    def __init__(
+        self,
+        net_factory: Callable[[], nn.Module],
+        prior: Prior,
+        info: DataInfo,
+        *,
+        init_noise: float = 1.0,
+    ) -> None:
+        super().__init__()
+        if info.task not in ("classification", "regression"):
+            raise ValueError(f"a BNN needs a classification or regression task, got {info.task!r}")
+        self.info = info
+        self._net_factory = net_factory
+        self.net = prior.apply_(net_factory())
+        if info.task == "regression":
+            self.noise = PyroParam(torch.tensor(float(init_noise)), constraint=constraints.positive)
+
+    def forward(
+        self, x: torch.Tensor, y: torch.Tensor | None = None, num_data: int | None = None
+    ) -> torch.Tensor:
+        check_input(x, self.info.input_shape, "bnn")
+        out = self.net(x)
+        with data_plate(x, num_data):
+            if self.info.task == "classification":
+                assert out.shape == (x.shape[0], self.info.num_classes), out.shape
+                pyro.sample("obs", dist.Categorical(logits=out), obs=y)
+            else:
+                out = out.squeeze(-1)
+                pyro.sample("obs", dist.Normal(out, self.noise), obs=y)
+        return out
+
+    def plain_net(self) -> nn.Module:
+        """A fresh, untrained instance of the deterministic architecture."""
+        return self._net_factory()
+
+
+def _weight_guide(zm: ZooModel) -> WeightGuide:
+    if not isinstance(zm.guide, WeightGuide):
+        raise ValueError(f"{zm.name} with guide {zm.guide_name!r} has no weight guide")
+    return zm.guide
+
+
+def pruned_state_dict(zm: ZooModel, threshold: float | None = None) -> dict[str, torch.Tensor]:
+    """The state dict of :meth:`BNN.plain_net` holding the pruned posterior means.
+
+    :param threshold: the ``log alpha`` pruning threshold; the config's when omitted.
+    """
+    threshold = zm.config.threshold if threshold is None else threshold
+    state = {k: v.detach().clone() for k, v in zm.model.net.state_dict().items()}
+    prefix = "net."
+    for site, w in _weight_guide(zm).mean_weights(threshold).items():
+        state[site.removeprefix(prefix)] = w.detach().clone()
+    return state
+
+
+def export_pruned(zm: ZooModel, threshold: float | None = None) -> nn.Module:
+    """The deterministic network with the pruned posterior means, a plain ``nn.Module``."""
+    net = zm.model.plain_net().to(zm.device)
+    net.load_state_dict(pruned_state_dict(zm, threshold))
+    return net.eval()
+
+
+def _batches(x: torch.Tensor, size: int):
+    for start in range(0, x.shape[0], size):
+        yield x[start : start + size]
+
+
+@torch.no_grad()
+def predict(zm: ZooModel, x: torch.Tensor, num_samples: int | None = None) -> torch.Tensor:
+    """Network outputs for ``num_samples`` posterior draws, shape ``(S, N, ...)``.
+
+    Each minibatch is run through a fresh guide draw (under the entry's handler, so with the
+    local reparameterization the draws are per example); MC dropout averages masks this way.
+    """
+    num_samples = zm.config.eval_samples if num_samples is None else num_samples
+    model, guide = zm.callables()
+    draws = []
+    for _ in range(num_samples):
+        outs = []
+        for xb in _batches(x, zm.config.eval_batch_size):
+            trace = poutine.trace(guide).get_trace(xb)
+            outs.append(poutine.replay(model, trace=trace)(xb))
+        draws.append(torch.cat(outs))
+    return torch.stack(draws)
+
+
+@torch.no_grad()
+def mean_net_outputs(zm: ZooModel, x: torch.Tensor, threshold: float | None = None) -> torch.Tensor:
+    """Outputs of the model with its weights fixed at the pruned posterior means."""
+    threshold = zm.config.threshold if threshold is None else threshold
+    weights = _weight_guide(zm).mean_weights(threshold)
+    model = poutine.condition(zm.model, data=weights)
+    return torch.cat([model(xb) for xb in _batches(x, zm.config.eval_batch_size)])
+
+
+def _classification_metrics(logits: torch.Tensor, y: torch.Tensor, prefix: str) -> dict:
+    logp = logits.log_softmax(-1)
+    return {
+        f"{prefix}acc": (logp.argmax(-1) == y).float().mean().item(),
+        f"{prefix}nll": -logp.gather(-1, y[:, None]).mean().item(),
+    }
+
+
+def evaluate(zm: ZooModel, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    """Accuracy/NLL (or RMSE/NLL) of the pruned mean net and of the MC predictive, sparsity.
+
+    ``acc``/``nll``: the deterministic net of pruned posterior means (for MC dropout the
+    weight-scaling rule).  ``mc_acc``/``mc_nll``: the predictive averaged over
+    ``config.eval_samples`` posterior draws.  ``sparsity``: the pruned fraction of all weights;
+    ``compression``: ``|W| / |W != 0|``.
+    """
+    metrics: dict[str, float] = {}
+    mean_out = mean_net_outputs(zm, x)
+    draws = predict(zm, x)
+    if zm.info.task == "classification":
+        metrics.update(_classification_metrics(mean_out, y, ""))
+        probs = draws.softmax(-1).mean(0)
+        metrics.update(_classification_metrics(probs.clamp_min(1e-12).log(), y, "mc_"))
+    else:
+        sigma = zm.model.noise
+        metrics["rmse"] = (mean_out - y).square().mean().sqrt().item()
+        metrics["nll"] = -dist.Normal(mean_out, sigma).log_prob(y).mean().item()
+        metrics["mc_rmse"] = (draws.mean(0) - y).square().mean().sqrt().item()
+        lp = dist.Normal(draws, sigma).log_prob(y).logsumexp(0) - math.log(draws.shape[0])
+        metrics["mc_nll"] = -lp.mean().item()
+    report = layer_report(zm)
+    total = report.iloc[-1]
+    metrics["sparsity"] = float(total["sparsity_%"]) / 100
+    metrics["compression"] = float(total["compression"])
+    return metrics
+
+
+@torch.no_grad()
+def layer_report(zm: ZooModel, threshold: float | None = None) -> pd.DataFrame:
+    """Per layer: weights, kept weights, sparsity %, compression ``|W|/|W≠0|``, dropout rate.
+
+    ``dropout_rate`` is the mean of ``p = alpha / (1 + alpha)`` over the layer's weights (for a
+    per-layer alpha, the layer's rate); empty for the mean-field guide.  The last row totals.
+    A layer with every weight pruned has infinite compression.
+    """
+    threshold = zm.config.threshold if threshold is None else threshold
+    guide = _weight_guide(zm)
+    masks = guide.masks(threshold)
+    rates = None if isinstance(guide, MeanFieldGaussian) else guide.dropout_rates()
+    rows = []
+    for site, mask in masks.items():
+        kept = int(mask.sum())
+        rows.append(
+            {
+                "layer": site,
+                "shape": "x".join(map(str, mask.shape)),
+                "weights": mask.numel(),
+                "kept": kept,
+                "sparsity_%": 100.0 * (1 - kept / mask.numel()),
+                "compression": mask.numel() / kept if kept else math.inf,
+                "dropout_rate": float("nan") if rates is None else rates[site].mean().item(),
+            }
+        )
+    weights, kept = sum(r["weights"] for r in rows), sum(r["kept"] for r in rows)
+    rows.append(
+        {
+            "layer": "total",
+            "shape": "",
+            "weights": weights,
+            "kept": kept,
+            "sparsity_%": 100.0 * (1 - kept / weights),
+            "compression": weights / kept if kept else math.inf,
+            "dropout_rate": float("nan"),
+        }
+    )
+    return pd.DataFrame(rows)
+
+
+def plot(zm: ZooModel, data: Dataset, out_dir: str | Path) -> list[Path]:
+    """``layer1_mask.png``: which inputs keep a weight in the first layer, and how many."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    site, mask = next(iter(_weight_guide(zm).masks(zm.config.threshold).items()))
+    mask = mask.cpu()
+    path = out_dir / "layer1_mask.png"
+    if mask.dim() == 2:
+        counts = mask.sum(0).float()
+        image = zm.info.image_shape
+        if image is not None and counts.numel() == math.prod(image):
+            counts = counts.reshape(image)
+        else:
+            counts = counts[None, :]
+        counts = counts.numpy()
+        fig, axes = plt.subplots(1, 2, figsize=(8, 3.6))
+        axes[0].imshow(counts > 0, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        axes[0].set_title(f"inputs kept: {int((counts > 0).sum())}/{counts.size}")
+        shown = axes[1].imshow(counts, cmap="viridis", interpolation="nearest")
+        axes[1].set_title("kept weights per input")
+        fig.colorbar(shown, ax=axes[1])
+    else:
+        kernels = mask.float().mean(1).numpy()  # (out, kh, kw): fraction of channels kept
+        cols = min(10, kernels.shape[0])
+        rows = math.ceil(kernels.shape[0] / cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(1.2 * cols, 1.3 * rows + 0.6), squeeze=False)
+        for i, ax in enumerate(axes.flat):
+            ax.axis("off")
+            if i < kernels.shape[0]:
+                ax.imshow(kernels[i], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    for ax in fig.axes[:2]:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(f"{zm.name} ({zm.guide_name}): surviving weights of {site} (white: kept)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return [path]
+
+
+# --------------------------------------------------------------------------------------------
+# Registry entries: architecture x prior, each with the guides that suit that prior.
+
+
+def _build(config: BNNConfig, info: DataInfo) -> BNN:
+    return BNN(
+        lambda: build_net(config, info), config.make_prior(), info, init_noise=config.init_noise
+    )
+
+
+_NORMAL_GUIDES = {
+    "meanfield": lambda c, info, m: MeanFieldGaussian(m, init_scale=c.init_scale),
+    "mc-dropout": lambda c, info, m: MCDropout(m, p=c.dropout, p_first=c.input_dropout),
+}
+_LOGUNIFORM_GUIDES = {
+    "sparse-vd": lambda c, info, m: SparseVD(m, init_log_sigma2=c.init_log_sigma2),
+    "vd-layer": lambda c, info, m: VariationalDropout(
+        m, per="layer", init_dropout=c.init_dropout, max_dropout=c.max_dropout
+    ),
+    "vd-unit": lambda c, info, m: VariationalDropout(
+        m, per="unit", init_dropout=c.init_dropout, max_dropout=c.max_dropout
+    ),
+}
+
+#: Molchanov et al.'s recipe: Adam, batch 100, 200 epochs, KL weight 0 for epochs 0-4 then
+#: linear to 1 at epoch 20.  LeNet-300-100 decays lr linearly over the second half, LeNet-5
+#: over all of training.
+_RECIPE = {
+    "num_epochs": 200,
+    "batch_size": 100,
+    "lr": 1e-3,
+    "lr_schedule": "linear",
+    "kl_warmup_start": 5,
+    "kl_warmup_end": 20,
+}
+
+
+def _handler(config: BNNConfig) -> LocalReparameterization | None:
+    return None if config.reparam == "shared" else LocalReparameterization(config.reparam)
+
+
+def _register(name: str, description: str, config: BNNConfig, dataset: str, train: dict) -> None:
+    guides = _NORMAL_GUIDES if config.prior == "normal" else _LOGUNIFORM_GUIDES
+    register_model(
+        ModelSpec(
+            name=name,
+            family="bnn",
+            description=description,
+            config=config,
+            build_model=_build,
+            guides=guides,
+            default_guide=next(iter(guides)),
+            elbo="meanfield",
+            dataset=dataset,
+            evaluate=evaluate,
+            plot=plot,
+            report=layer_report,
+            export=pruned_state_dict,
+            train_defaults=train,
+            reference=REFERENCE,
+            handler=_handler,
+        )
+    )
+
+
+_register(
+    "logreg",
+    "Bayesian logistic regression, Gaussian prior, mean-field guide",
+    BNNConfig(hidden=(), prior="normal"),
+    "digits",
+    {"num_epochs": 100, "batch_size": 128, "lr": 1e-2},
+)
+for _prior in PRIORS:
+    _what = "Gaussian prior" if _prior == "normal" else "log-uniform prior (sparse VD)"
+    _register(
+        f"lenet300-{_prior}",
+        f"LeNet-300-100 classifier, {_what}",
+        BNNConfig(hidden=(300, 100), prior=_prior),
+        "fashion-mnist",
+        {**_RECIPE, "lr_decay_start": 0.5},
+    )
+    _register(
+        f"lenet5-{_prior}",
+        f"LeNet-5-Caffe conv classifier, {_what}",
+        BNNConfig(arch="lenet5", prior=_prior),
+        "fashion-mnist",
+        {**_RECIPE, "lr_decay_start": 0.0},
+    )
+    _register(
+        f"mlp-regressor-{_prior}",
+        f"MLP regressor (50 hidden), Gaussian likelihood with learned noise, {_what}",
+        BNNConfig(hidden=(50,), prior=_prior),
+        "regression-synthetic",
+        {"num_epochs": 200, "batch_size": 100, "lr": 1e-2, "kl_warmup_end": 20},
+    )
