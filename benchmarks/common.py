@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import platform
 import shlex
@@ -13,8 +14,27 @@ import pyro
 import torch
 
 from zoo.cli import markdown_table
+from zoo.data import Dataset, load
 
-__all__ = ["header", "machine", "markdown_table", "write_results"]
+__all__ = ["header", "load_data", "machine", "markdown_table", "write_results"]
+
+
+def load_data(
+    name: str, data_dir: str | None, device: torch.device, train_subset: int | None = None
+) -> Dataset:
+    """A registered data set on ``device``, cut to its first ``train_subset`` training examples.
+
+    The cut is recorded in ``Dataset.source`` so that a checkpoint says what it was trained on.
+    """
+    data = load(name, data_dir=data_dir, device=device)
+    if train_subset is None:
+        return data
+    return dataclasses.replace(
+        data,
+        x_train=data.x_train[:train_subset],
+        y_train=data.y_train[:train_subset],
+        source={**data.source, "train_subset": train_subset},
+    )
 
 
 def machine(device: torch.device | str = "cpu") -> str:

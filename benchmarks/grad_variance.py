@@ -81,8 +81,8 @@ import pandas as pd
 import torch
 from pyro import poutine
 
-from benchmarks.common import header, markdown_table, write_results
-from zoo import TrainConfig, ZooModel, create_model, fit, load
+from benchmarks.common import header, load_data, markdown_table, write_results
+from zoo import TrainConfig, ZooModel, create_model, fit
 from zoo.data import Dataset
 from zoo.train import make_elbo, resolve_device
 
@@ -407,14 +407,7 @@ def _run(
 ) -> pd.DataFrame:
     started = time.perf_counter()
     device = resolve_device(args.device)
-    data = load(args.data, data_dir=args.data_dir, device=device)
-    if args.train_subset is not None:
-        data = dataclasses.replace(
-            data,
-            x_train=data.x_train[: args.train_subset],
-            y_train=data.y_train[: args.train_subset],
-            source={**data.source, "train_subset": args.train_subset},
-        )
+    data = load_data(args.data, args.data_dir, device, args.train_subset)
     if data.num_train < args.batch_size:
         parser.error(f"--batch-size {args.batch_size} exceeds the {data.num_train} examples")
     hidden = tuple(args.hidden)

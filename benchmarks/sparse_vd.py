@@ -28,7 +28,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -39,8 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmarks.common import header, markdown_table, write_results
-from zoo import TrainConfig, create_model, fit, load
+from benchmarks.common import header, load_data, markdown_table, write_results
+from zoo import TrainConfig, create_model, fit
 from zoo.models.bnn import build_net, export_pruned, layer_report, plot
 from zoo.priors import sparse_vd_kl
 from zoo.train import make_elbo, resolve_device
@@ -269,14 +268,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
 def _run(args: argparse.Namespace, argv: list[str] | None) -> pd.DataFrame:
 
     device = resolve_device(args.device)
-    data = load(args.data, data_dir=args.data_dir, device=device)
-    if args.train_subset is not None:
-        data = dataclasses.replace(
-            data,
-            x_train=data.x_train[: args.train_subset],
-            y_train=data.y_train[: args.train_subset],
-            source={**data.source, "train_subset": args.train_subset},
-        )
+    data = load_data(args.data, args.data_dir, device, args.train_subset)
     out = Path(args.out)
     if args.speed_only:
         return _speed_table(args, argv, data, device, out)

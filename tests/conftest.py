@@ -2,6 +2,7 @@
 
 import pyro
 import pytest
+import torch
 
 import zoo
 
@@ -12,6 +13,16 @@ def _clean_pyro_state():
     pyro.set_rng_seed(0)
     yield
     pyro.clear_param_store()
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: small tensors gain nothing from more, and on a loaded 2-core machine
+    a second thread stalls at every op (10 ms per conv seen)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

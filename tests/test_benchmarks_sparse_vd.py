@@ -4,17 +4,10 @@ import datetime
 
 import pandas as pd
 import pytest
-import torch
 
 from benchmarks import sparse_vd
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_tiny_run_writes_the_papers_table(tmp_path):

@@ -23,14 +23,7 @@ from zoo.models.bnn import (
 from zoo.priors import sparse_vd_kl
 from zoo.train import _LatentScale
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: intra-op threads only add overhead (and stall on a loaded 2-core box)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _tiny(shape, n=20, classes=3, seed=0, n_test=10):

@@ -27,14 +27,7 @@ from guides.dropout import DropoutWeight
 from guides.lrt import LocalReparameterization
 from zoo.priors import Normal
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: intra-op threads only add overhead (10 ms per conv on a loaded 2-core box)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 REPS = 5000  # copies of each example in one LRT / per-example pass
