@@ -51,6 +51,7 @@ __all__ = [
     "IDXFormatError",
     "dataset_info",
     "find_idx_files",
+    "fingerprint",
     "from_tensors",
     "list_datasets",
     "load",
@@ -166,6 +167,25 @@ class Dataset:
             f"input_shape={self.info.input_shape}, task={self.info.task!r}, "
             f"num_classes={self.info.num_classes}, device={str(self.device)!r})"
         )
+
+
+def fingerprint(*tensors: torch.Tensor | None) -> str:
+    """A short hash of the tensors' shapes, dtypes and values (``None`` counts as absent).
+
+    :func:`zoo.fit` records it for the training split, so that :func:`zoo.compare` can tell
+    whether models were fitted on the same data.
+    """
+    import hashlib
+
+    digest = hashlib.blake2b(digest_size=12)
+    for t in tensors:
+        if t is None:
+            digest.update(b"none")
+            continue
+        t = t.detach().cpu().contiguous()
+        digest.update(f"{tuple(t.shape)}{t.dtype}".encode())
+        digest.update(t.numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _move_tensors(obj: Any, device: torch.device) -> Any:

@@ -30,6 +30,7 @@ from zoo.data import DataInfo, Dataset, dataset_info, from_tensors
 __all__ = [
     "ELBO_NAMES",
     "ModelSpec",
+    "PointwiseDraws",
     "ZooModel",
     "config_from_dict",
     "create_model",
@@ -76,6 +77,11 @@ class ModelSpec:
     :param handler: ``(config) -> Messenger | None``, an effect handler that wraps model and guide
         alike whenever they run for inference or prediction (one shared instance per built
         model), such as :class:`guides.lrt.LocalReparameterization`.
+    :param log_likelihood: ``(zoo_model, x, y, num_samples, batch_size, samples=None) ->``
+        :class:`PointwiseDraws`: ``log p(y_i | x_i, theta_s)`` for ``S`` draws ``theta_s`` of the
+        global latents (from the guide, or the given ``samples``: site name -> ``(S, ...)``),
+        every example scored under the same draw, as PSIS-LOO and WAIC need.  Used by
+        :mod:`zoo.compare`; entries without it cannot be compared.
     """
 
     name: str
@@ -97,6 +103,7 @@ class ModelSpec:
     report: Callable[[ZooModel], Any] | None = None
     export: Callable[[ZooModel], dict] | None = None
     handler: Callable[[Any], Any] | None = None
+    log_likelihood: Callable[..., PointwiseDraws] | None = None
 
     def __post_init__(self) -> None:
         if not dataclasses.is_dataclass(self.config) or isinstance(self.config, type):
@@ -110,6 +117,25 @@ class ModelSpec:
             )
         if self.elbo not in ELBO_NAMES:
             raise ValueError(f"{self.name}: elbo must be one of {ELBO_NAMES}, got {self.elbo!r}")
+
+
+@dataclass
+class PointwiseDraws:
+    """What an entry's ``log_likelihood`` hook returns for ``S`` posterior draws and ``N`` examples.
+
+    :ivar log_lik: ``log p(y_i | x_i, theta_s)``, shape ``(S, N)``, float64 on the CPU.
+    :ivar posterior: named per-draw quantities of low dimension (weight norms per layer, noise
+        scales), each of shape ``(S, ...)``, for ArviZ's ``posterior`` group; never the weights.
+    :ivar dims: the extra dimension names of each ``posterior`` entry, with their labels.
+    :ivar predictive_mean: the posterior predictive mean per example: class probabilities
+        ``(N, C)`` averaged over the draws for classifiers, ``E[f(x)]`` ``(N,)`` for regressors,
+        ``None`` where it does not apply.
+    """
+
+    log_lik: torch.Tensor
+    posterior: dict[str, torch.Tensor] = field(default_factory=dict)
+    dims: dict[str, tuple[str, list[str]]] = field(default_factory=dict)
+    predictive_mean: torch.Tensor | None = None
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -184,6 +210,9 @@ class ZooModel:
     model: nn.Module
     guide: nn.Module
     handler: Any = None
+    #: Set by :func:`zoo.fit`: the training data's fingerprint, size, source and the wall time,
+    #: so that :func:`zoo.compare` can refuse models fitted on different data.
+    fitted_on: dict[str, Any] | None = None
 
     @property
     def name(self) -> str:

@@ -44,7 +44,7 @@ import torch
 from pyro.infer import ELBO, Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
 from pyro.poutine.messenger import Messenger
 
-from zoo.data import Dataset, from_tensors, validate_tensors
+from zoo.data import Dataset, fingerprint, from_tensors, validate_tensors
 from zoo.registry import ELBO_NAMES, ZooModel
 
 __all__ = [
@@ -617,10 +617,19 @@ def fit(
                 save_checkpoint()
     finally:
         bar.close()
+    seconds = time.perf_counter() - started
+    previous = zm.fitted_on or {}
+    zm.fitted_on = {
+        "fingerprint": fingerprint(x_all, y_all),
+        "num_train": num_data,
+        "source": dict(data.source),
+        # a resumed run adds its time to the interrupted one's
+        "seconds": seconds + (previous.get("seconds", 0.0) if config.resume else 0.0),
+    }
     return FitResult(
         history=pd.DataFrame(history),
         steps=step,
-        seconds=time.perf_counter() - started,
+        seconds=seconds,
         device=device,
         checkpoint=ckpt_path,
         losses=losses,

@@ -46,7 +46,7 @@ from guides.lrt import LocalReparameterization
 from zoo.data import DataInfo, Dataset
 from zoo.models.base import check_input, data_plate
 from zoo.priors import LogUniform, Normal, Prior
-from zoo.registry import ModelSpec, ZooModel, register_model
+from zoo.registry import ModelSpec, PointwiseDraws, ZooModel, register_model
 
 __all__ = [
     "ARCHS",
@@ -56,6 +56,7 @@ __all__ = [
     "evaluate",
     "export_pruned",
     "layer_report",
+    "pointwise_log_likelihood",
     "predict",
     "pruned_state_dict",
 ]
@@ -268,6 +269,83 @@ def mean_net_outputs(zm: ZooModel, x: torch.Tensor, threshold: float | None = No
     return torch.cat([model(xb) for xb in _batches(x, zm.config.eval_batch_size)])
 
 
+def _guide_draws(zm: ZooModel, x: torch.Tensor, num_samples: int):
+    """``num_samples`` draws of all the weights from the raw guide (no LRT handler): one global
+    draw per ``s``, the object PSIS-LOO and the importance ratios of Yao et al. (2018) need."""
+    for _ in range(num_samples):
+        trace = poutine.trace(zm.guide).get_trace(x[:1])
+        yield {
+            name: node["value"]
+            for name, node in trace.nodes.items()
+            if node["type"] == "sample" and not node["is_observed"]
+        }
+
+
+@torch.no_grad()
+def pointwise_log_likelihood(
+    zm: ZooModel,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    num_samples: int,
+    batch_size: int | None = None,
+    samples: dict[str, torch.Tensor] | None = None,
+) -> PointwiseDraws:
+    """``log p(y_i | x_i, W_s)`` for ``S`` weight draws, each shared by all examples.
+
+    The draws come from the guide itself (``poutine.trace`` of the raw guide), never through
+    the local reparameterization handler, which would give every example its own noise: PSIS-LOO
+    (Vehtari, Gelman & Gabry 2017) needs one global draw scored on every example.  For MC dropout
+    that is one set of masks per draw.  The model is conditioned on the draw and run over ``x``
+    in batches; biases are the fitted point estimates, and a regressor's noise is its learned one.
+
+    :param samples: weight draws to score instead, site name -> ``(S, ...)`` (e.g. from NUTS).
+    :returns: :class:`~zoo.registry.PointwiseDraws` with ``log_lik`` ``(S, N)``, the Frobenius
+        norm of every weight tensor per draw (``weight_norm``, dim ``layer``) and, for
+        regressors, the noise scale; ``predictive_mean`` the draws' average class probabilities
+        (or regression means).
+    """
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"x has {x.shape[0]} examples but y has {y.shape[0]}")
+    batch_size = zm.config.eval_batch_size if batch_size is None else batch_size
+    if samples is None:
+        draws = _guide_draws(zm, x, num_samples)
+    else:
+        num_samples = len(next(iter(samples.values())))
+        draws = ({k: v[s] for k, v in samples.items()} for s in range(num_samples))
+    sites: list[str] | None = None
+    rows, norms = [], []
+    mean = None
+    classify = zm.info.task == "classification"
+    for weights in draws:
+        if sites is None:
+            sites = list(weights)
+        model = poutine.condition(zm.model, data=weights)
+        lps, outs = [], []
+        for start in range(0, x.shape[0], batch_size):
+            xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+            node = poutine.trace(model).get_trace(xb, yb).nodes["obs"]
+            lps.append(node["fn"].log_prob(yb))
+            if classify:
+                outs.append(node["fn"].probs)
+            else:
+                outs.append(node["fn"].loc)
+        rows.append(torch.cat(lps).double())
+        out = torch.cat(outs).double()
+        mean = out if mean is None else mean + out
+        norms.append(torch.stack([weights[k].double().norm() for k in sites]))
+    log_lik = torch.stack(rows).cpu()
+    posterior = {"weight_norm": torch.stack(norms).cpu()}
+    dims = {"weight_norm": ("layer", list(sites))}
+    if not classify:
+        posterior["noise"] = zm.model.noise.detach().double().cpu().expand(num_samples).clone()
+    return PointwiseDraws(
+        log_lik=log_lik,
+        posterior=posterior,
+        dims=dims,
+        predictive_mean=(mean / num_samples).cpu(),
+    )
+
+
 def _classification_metrics(logits: torch.Tensor, y: torch.Tensor, prefix: str) -> dict:
     logp = logits.log_softmax(-1)
     return {
@@ -452,6 +530,7 @@ def _register(name: str, description: str, config: BNNConfig, dataset: str, trai
             train_defaults=train,
             reference=REFERENCE,
             handler=_handler,
+            log_likelihood=pointwise_log_likelihood,
         )
     )
 

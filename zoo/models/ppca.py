@@ -42,7 +42,7 @@ from guides.amortized import AmortizedNormal, AnalyticPosterior
 from guides.meanfield import MeanFieldNormal
 from zoo.data import DataInfo, Dataset
 from zoo.models.base import check_input, data_plate
-from zoo.registry import ModelSpec, ZooModel, register_model
+from zoo.registry import ModelSpec, PointwiseDraws, ZooModel, register_model
 
 REFERENCE = (
     "Tipping & Bishop (1999), Probabilistic principal component analysis, JRSS-B 61(3); "
@@ -297,6 +297,49 @@ def update_ard(zm: ZooModel) -> None:
     zm.model.alpha.copy_((zm.model.input_dim / second_moment).clamp(1e-8, 1e12))
 
 
+@torch.no_grad()
+def pointwise_log_likelihood(
+    zm: ZooModel,
+    x: torch.Tensor,
+    y: torch.Tensor | None,
+    num_samples: int,
+    batch_size: int | None = None,
+    samples: dict[str, torch.Tensor] | None = None,
+) -> PointwiseDraws:
+    """The exact marginal ``log p(x_i | W_s, mu, sigma) = log N(x_i; mu, W_s W_s^T + sigma^2 I)``.
+
+    ``z`` is integrated out in closed form (Tipping & Bishop 1999), so only the global ``W`` is
+    drawn: from ``q(W)`` for Bayesian PCA, while PPCA's ``W`` is a point estimate and every
+    draw is the same.  ``y`` is ignored (the model is unsupervised).
+
+    :param samples: draws of ``W`` to score instead, ``{"W": (S, d, k)}``.
+    :returns: ``log_lik`` ``(S, N)``; the posterior group holds ``sigma`` and, for Bayesian PCA,
+        the column norms ``||w_j||`` per draw (dim ``latent``).
+    """
+    model: PPCA = zm.model
+    batch_size = 4096 if batch_size is None else batch_size
+    if samples is not None:
+        Ws = samples["W"]
+    elif model.ard:
+        q = zm.guide.global_guides[0].distribution()
+        Ws = q.sample((num_samples,))
+    else:
+        Ws = model.W.detach().expand(num_samples, *model.W.shape)
+    flat = model._flat(x)
+    rows = []
+    for W in Ws:
+        marginal = model.marginal(W)
+        parts = [marginal.log_prob(xb) for xb in flat.split(batch_size)]
+        rows.append(torch.cat(parts).double())
+    num = Ws.shape[0]
+    posterior = {"sigma": model.sigma.detach().double().cpu().expand(num).clone()}
+    dims = {}
+    if model.ard:
+        posterior["column_norm"] = Ws.double().norm(dim=-2).cpu()
+        dims["column_norm"] = ("latent", [str(j) for j in range(model.latent_dim)])
+    return PointwiseDraws(log_lik=torch.stack(rows).cpu(), posterior=posterior, dims=dims)
+
+
 def evaluate(zm: ZooModel, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, float]:
     """Per-example exact log-likelihood (plug-in ``E_q[W]`` for Bayesian PCA) and reconstruction
     error on ``x``; for Bayesian PCA also the number of active dimensions."""
@@ -382,6 +425,7 @@ _FAMILY = {
     "plot": plot,
     "train_defaults": _TRAIN,
     "reference": REFERENCE,
+    "log_likelihood": pointwise_log_likelihood,
 }
 
 register_model(
