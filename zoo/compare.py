@@ -847,7 +847,12 @@ def nuts_reference(
     x_all = ds.x_train.to(device)
     y_all = None if zm.info.task == "unsupervised" else ds.y_train.to(device)
     with torch.no_grad():
-        trace = poutine.trace(zm.model).get_trace(x_all[:2], None if y_all is None else y_all[:2])
+        # replayed on a guide draw: an improper prior cannot be sampled, only recognized
+        y_two = None if y_all is None else y_all[:2]
+        guide_trace = poutine.trace(zm.guide).get_trace(x_all[:2], y_two)
+        trace = poutine.trace(poutine.replay(zm.model, trace=guide_trace)).get_trace(
+            x_all[:2], y_two
+        )
     latents = {
         n: node
         for n, node in trace.nodes.items()
