@@ -9,6 +9,7 @@ import torch
 import zoo
 from zoo import create_model, fit, from_tensors
 from zoo.compare import (
+    COLUMNS,
     DiagnosticUndefined,
     ElpdResult,
     _import_arviz,
@@ -243,7 +244,7 @@ def test_compare_ranks_models_and_reports_every_column():
     result = compare({"exact": exact, "bad": bad}, data, num_samples=300)
     table = result.table
     assert list(table.index) == ["exact", "bad"]
-    assert list(table.columns) == list(zoo.compare.COLUMNS)
+    assert list(table.columns) == list(COLUMNS)
     assert table.loc["exact", "weight"] > 0.5
     assert table.loc["exact", "test_elpd"] > table.loc["bad", "test_elpd"]
     assert table.loc["exact", "vi_khat"] < 0.5 < 0.7 < table.loc["bad", "vi_khat"]

@@ -1,4 +1,4 @@
-"""The ``zoo`` command: ``zoo list | train | evaluate | demo``.
+"""The ``zoo`` command: ``zoo list | train | evaluate | export | compare | demo``.
 
 Every model's flags come from its registry entry: the fields of its config dataclass and of
 :class:`zoo.train.TrainConfig`, hyphenated (``--latent-dim``, ``--num-epochs``), with the
@@ -10,6 +10,7 @@ Usage::
     zoo train ppca --latent-dim 5 --num-epochs 50 --out runs/ppca
     zoo train ppca --out runs/ppca --resume        # continue an interrupted run
     zoo evaluate runs/ppca/checkpoint.pt
+    zoo compare                                    # the main job: BNNs and NUTS on digits
     zoo demo                                       # the PPCA family on digits, one table
 """
 
@@ -337,6 +338,228 @@ def demo(
     return table
 
 
+#: ``zoo compare``'s default set: logistic regression, a BNN with a Gaussian prior under
+#: mean-field and MC-dropout guides, and one with a log-uniform prior under sparse VD.
+COMPARE_DEFAULT_MODELS = (
+    "logreg:meanfield",
+    "lenet300-normal:meanfield",
+    "lenet300-loguniform:sparse-vd",
+    "lenet300-normal:mc-dropout",
+)
+#: What ``zoo compare`` writes to ``--out``; an existing one is not overwritten without --force.
+COMPARE_OUTPUTS = ("compare.csv", "compare.md", "compare_plot.png", "reliability.png")
+
+
+def _parse_model(text: str) -> tuple[str, str]:
+    from zoo.registry import _unknown
+
+    name, _, guide = text.partition(":")
+    spec = get_spec(name)  # unknown names raise with the closest matches
+    guide = guide or spec.default_guide
+    if guide not in spec.guides:
+        raise _unknown(f"guide for {name!r}", guide, sorted(spec.guides))
+    if spec.log_likelihood is None:
+        raise ValueError(f"{name} has no pointwise log-likelihood and cannot be compared")
+    return name, guide
+
+
+def _machine() -> str:
+    import os
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}"
+
+
+def _write_all(out: Path, writers: dict[str, Any]) -> None:
+    """Write every file under a temporary name first, then rename them all: a failure leaves
+    the folder as it was."""
+    out.mkdir(parents=True, exist_ok=True)
+    temps = {name: out / f".tmp-{name}" for name in writers}  # keeps the suffix for matplotlib
+    try:
+        for name, write in writers.items():
+            write(temps[name])
+        for name, tmp in temps.items():
+            tmp.replace(out / name)
+    finally:
+        for tmp in temps.values():
+            tmp.unlink(missing_ok=True)
+
+
+def compare_main(
+    models: Sequence[str] = COMPARE_DEFAULT_MODELS,
+    data: str = "digits",
+    data_dir: str | None = None,
+    num_samples: int = 200,
+    num_epochs: int | None = None,
+    device: str = "auto",
+    out: str | Path = "runs/compare",
+    force: bool = False,
+    seed: int = 0,
+    nuts: str | None = "logreg",
+    nuts_samples: int = 150,
+    nuts_warmup: int = 150,
+    num_train: int | None = None,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """``zoo compare``: train ``models`` on ``data``, add a NUTS reference, rank them with ArviZ.
+
+    Everything is checked before any training: the model and guide names, the data, the counts
+    and the output folder, which must not already hold results unless ``force``.  Files are
+    written only once everything is computed.  Returns the table.
+    """
+    import dataclasses as dc
+
+    from zoo.compare import compare as compare_models
+    from zoo.compare import nuts_reference, plot_compare
+    from zoo.evaluate import reliability_diagram
+
+    started = time.perf_counter()
+    pairs = [_parse_model(m) for m in models]
+    if not pairs:
+        raise ValueError("--models needs at least one NAME[:GUIDE]")
+    if len(set(pairs)) != len(pairs):
+        raise ValueError(f"a model is listed twice in {list(models)}")
+    if num_samples < 1:
+        raise ValueError(f"--num-samples must be at least 1, got {num_samples}")
+    if num_epochs is not None and num_epochs < 1:
+        raise ValueError(f"--num-epochs must be at least 1, got {num_epochs}")
+    if nuts is not None and not any(name == nuts for name, _ in pairs):
+        raise ValueError(
+            f"the NUTS reference samples {nuts!r}, which is not among the models "
+            f"{[f'{n}:{g}' for n, g in pairs]}; add it or pass --no-nuts"
+        )
+    out = Path(out)
+    existing = [name for name in COMPARE_OUTPUTS if (out / name).exists()]
+    if existing and not force:
+        raise ValueError(
+            f"{out} already holds results ({', '.join(existing)}); pass --force to overwrite "
+            "them or choose another --out"
+        )
+    dev = resolve_device(device)
+    dataset = _load_data(data, data_dir)
+    if num_train is not None:
+        if not 1 <= num_train <= dataset.num_train:
+            raise ValueError(f"--num-train must lie in [1, {dataset.num_train}], got {num_train}")
+        y_train = None if dataset.y_train is None else dataset.y_train[:num_train]
+        dataset = dc.replace(dataset, x_train=dataset.x_train[:num_train], y_train=y_train)
+    # build every model first: a model that does not fit the data fails before any training
+    built = {
+        f"{name}:{guide}": create_model(name, data=dataset, guide=guide, seed=seed)
+        for name, guide in pairs
+    }
+    print(
+        f"comparing {len(built)} models{' + NUTS' if nuts else ''} on {dataset.name} "
+        f"({dataset.num_train} train / {dataset.num_test} test), {num_samples} posterior "
+        f"draws each, on {dev}"
+    )
+    fitted: dict[str, Any] = {}
+    for label, zm in built.items():
+        overrides: dict[str, Any] = {
+            "device": str(dev),
+            "seed": seed,
+            "progress": progress,
+            "eval_every": 0,
+        }
+        if num_epochs is not None:
+            overrides["num_epochs"] = num_epochs
+        result = fit(zm, dataset, **overrides)
+        print(f"  {label}: {result.steps} steps in {result.seconds:.1f}s")
+        fitted[label] = zm
+    reference = None
+    if nuts is not None:
+        base = next(zm for label, zm in fitted.items() if label.split(":")[0] == nuts)
+        reference = nuts_reference(
+            base,
+            dataset,
+            num_samples=nuts_samples,
+            warmup=nuts_warmup,
+            seed=seed,
+            progress=progress,
+        )
+        fitted[f"{nuts}:nuts"] = reference
+        print(
+            f"  {nuts}:nuts: {reference.num_chains} chains x ({nuts_warmup} warm-up + "
+            f"{nuts_samples} draws) in {reference.seconds:.1f}s; max R-hat "
+            f"{reference.r_hat_max:.3f}, min bulk ESS {reference.ess_bulk_min:.0f}, "
+            f"{reference.divergences} divergences; biases fixed at {base.guide_name}'s fit"
+        )
+    result = compare_models(fitted, dataset, num_samples=num_samples, seed=seed, progress=progress)
+    table = result.table.reset_index(drop=True)
+    seconds = time.perf_counter() - started
+
+    notes = [
+        f"`zoo compare` on {dataset.name} ({dataset.num_train} train / {dataset.num_test} test), "
+        f"{num_samples} posterior draws per guide, device {dev}; {_machine()}; "
+        f"whole job {seconds:.0f} s.",
+        "elpd_loo, se, p_loo: PSIS-LOO on the training split (ArviZ, Vehtari et al. 2017); "
+        "weight: stacking; warnings: Pareto k counts; test_elpd: sum_i log mean_s "
+        "p(y_i | theta_s) on the test split; accuracy and ece (15 bins) of the posterior "
+        "predictive mean; sparsity: weights with log alpha > 3; vi_khat: Pareto k of "
+        "p(theta, D) / q(theta) (Yao et al. 2018), only for a proper prior and a guide with a "
+        "density.",
+    ]
+    if reference is not None:
+        notes.append(
+            f"NUTS ({nuts}): {reference.num_chains} chains of {nuts_warmup} warm-up and "
+            f"{nuts_samples} draws, started at the guide's means, biases held at the "
+            f"{nuts}:{next(iter(g for n, g in pairs if n == nuts))} fit's values; max R-hat "
+            f"{reference.r_hat_max:.3f}, min bulk ESS {reference.ess_bulk_min:.0f}, "
+            f"{reference.divergences} divergences; fit_seconds is its sampling time."
+        )
+    for label, msgs in result.messages().items():
+        for msg in dict.fromkeys(msgs):
+            notes.append(f"{label}: {msg}")
+    for label, vi in result.vi.items():
+        if isinstance(vi, str):
+            notes.append(f"{label}: no vi_khat: {vi}")
+
+    writers: dict[str, Any] = {
+        "compare.csv": lambda p: table.to_csv(p, index=False),
+        "compare.md": lambda p: p.write_text(
+            markdown_table(table) + "\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+        ),
+        "compare_plot.png": lambda p: plot_compare(result.comparison, p, title="PSIS-LOO"),
+    }
+    if result.predictive and result.y_test is not None:
+        writers["reliability.png"] = lambda p: reliability_diagram(
+            result.predictive, result.y_test, p, title=f"Reliability on {dataset.name} (test)"
+        )
+    _write_all(out, writers)
+    with pd.option_context("display.width", 250, "display.max_columns", 30):
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print("\n".join(notes[2:]))
+    print(f"\nwrote {', '.join(str(out / n) for n in COMPARE_OUTPUTS)} in {seconds:.0f} s")
+    return table
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    compare_main(
+        models=args.models,
+        data=args.data,
+        data_dir=args.data_dir,
+        num_samples=args.num_samples,
+        num_epochs=args.num_epochs,
+        device=args.device,
+        out=args.out,
+        force=args.force,
+        seed=args.seed,
+        nuts=None if args.no_nuts else args.nuts,
+        nuts_samples=args.nuts_samples,
+        nuts_warmup=args.nuts_warmup,
+        num_train=args.num_train,
+        progress=args.progress,
+    )
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     table = demo(args.data, args.data_dir, args.num_epochs, args.device, args.out, args.seed)
     with pd.option_context("display.width", 200):
@@ -372,6 +595,45 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="a checkpoint.pt (or the folder holding it)")
     p.add_argument("--out", required=True, help="the .pt file to write")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    p = sub.add_parser(
+        "compare",
+        help="train a set of models and rank them with ArviZ (PSIS-LOO, stacking, NUTS)",
+        description="Train registered models on one dataset, add a NUTS reference, and print "
+        "one table: PSIS-LOO (elpd_loo, se, p_loo), stacking weights, Pareto-k warnings, "
+        "held-out elpd, accuracy, ECE, sparsity, fit time and the VI diagnostic. Writes "
+        + ", ".join(COMPARE_OUTPUTS)
+        + " to --out.",
+    )
+    p.add_argument(
+        "--models",
+        nargs="+",
+        default=list(COMPARE_DEFAULT_MODELS),
+        metavar="NAME[:GUIDE]",
+        help="registered models, each with a guide (default: %(default)s)",
+    )
+    _data_flags(p, "digits")
+    p.add_argument(
+        "--num-samples", type=int, default=200, help="posterior draws per guide (default: 200)"
+    )
+    p.add_argument(
+        "--num-epochs", type=int, default=None, help="epochs per model (default: each model's own)"
+    )
+    p.add_argument(
+        "--num-train", type=int, default=None, help="use the first N training examples only"
+    )
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--out", default="runs/compare", help="output folder (default: %(default)s)")
+    p.add_argument("--force", action="store_true", help="overwrite results already in --out")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    p.add_argument(
+        "--nuts", default="logreg", help="the model NUTS samples as a reference (default: logreg)"
+    )
+    p.add_argument("--no-nuts", action="store_true", help="skip the NUTS reference")
+    p.add_argument("--nuts-samples", type=int, default=150, help="NUTS draws per chain")
+    p.add_argument("--nuts-warmup", type=int, default=150, help="NUTS warm-up steps per chain")
+    p.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars"
+    )
     p = sub.add_parser("demo", help="train the PPCA family on built-in data and print a table")
     _data_flags(p, "digits")
     p.add_argument(
@@ -398,6 +660,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_evaluate(args)
         if args.command == "export":
             return _cmd_export(args)
+        if args.command == "compare":
+            return _cmd_compare(args)
         if args.command == "demo":
             return _cmd_demo(args)
         # `zoo train NAME` is handled above; this is `zoo train` with a flag but no name
