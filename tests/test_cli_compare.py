@@ -49,6 +49,7 @@ def test_compare_end_to_end_writes_the_table_and_refuses_to_overwrite(tmp_path, 
     forced = ["compare", *QUICK, "--models", "logreg", "--no-nuts", "--out", str(out), "--force"]
     assert main(forced) == 0
     assert list(pd.read_csv(out / "compare.csv")["guide"]) == ["meanfield"]
+    assert not (out / "compare_plot.png").exists()  # one model: no comparison plot, none stale
     assert not list(out.glob(".tmp-*"))
 
 

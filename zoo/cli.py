@@ -526,17 +526,21 @@ def compare_main(
         "compare.md": lambda p: p.write_text(
             markdown_table(table) + "\n" + "\n".join(f"- {n}" for n in notes) + "\n"
         ),
-        "compare_plot.png": lambda p: plot_compare(result.comparison, p, title="PSIS-LOO"),
     }
+    if len(table) >= 2:  # ArviZ's plot needs two models to compare
+        writers["compare_plot.png"] = lambda p: plot_compare(result.comparison, p, "PSIS-LOO")
     if result.predictive and result.y_test is not None:
         writers["reliability.png"] = lambda p: reliability_diagram(
             result.predictive, result.y_test, p, title=f"Reliability on {dataset.name} (test)"
         )
     _write_all(out, writers)
+    for name in COMPARE_OUTPUTS:  # a forced rerun leaves no stale file of an earlier run
+        if name not in writers:
+            (out / name).unlink(missing_ok=True)
     with pd.option_context("display.width", 250, "display.max_columns", 30):
         print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     print("\n".join(notes[2:]))
-    print(f"\nwrote {', '.join(str(out / n) for n in COMPARE_OUTPUTS)} in {seconds:.0f} s")
+    print(f"\nwrote {', '.join(str(out / n) for n in writers)} in {seconds:.0f} s")
     return table
 
 

@@ -450,6 +450,8 @@ def plot_compare(table: pd.DataFrame, path: str | Path, title: str = "") -> Path
 
     az = _import_arviz()
     frame = table.attrs.get("arviz", table)
+    if len(frame) < 2:
+        raise ValueError("plot_compare needs at least two models")
     path = Path(path)
     if arviz_major() >= 1:
         pc, _ = _call(az.plot_compare, frame, backend="matplotlib")
