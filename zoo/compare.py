@@ -240,7 +240,10 @@ class ElpdResult:
     @property
     def n_high_k(self) -> int:
         """Observations with ``k > 0.7``, where PSIS-LOO is not to be trusted."""
-        return 0 if self.pareto_k is None else int(np.sum(self.pareto_k > KHAT_OK))
+        if self.pareto_k is None:
+            return 0
+        # a k ArviZ could not estimate (nan, inf) is no better than a large one
+        return int(np.sum(~(self.pareto_k <= KHAT_OK)))
 
     def summary(self) -> str:
         """The warnings in a few words, for a table cell; empty when there are none."""
@@ -455,12 +458,13 @@ def plot_compare(table: pd.DataFrame, path: str | Path, title: str = "") -> Path
     path = Path(path)
     if arviz_major() >= 1:
         pc, _ = _call(az.plot_compare, frame, backend="matplotlib")
-        fig = pc.viz["chart"].item() if hasattr(pc, "viz") else plt.gcf()
-    else:
-        ax, _ = _call(az.plot_compare, frame, insample_dev=False, figsize=(8, 1 + 0.6 * len(frame)))
-        fig = np.atleast_1d(ax).ravel()[0].figure
+        pc.savefig(path, dpi=120)
+        plt.close(pc.get_viz("figure"))
+        return path
+    ax, _ = _call(az.plot_compare, frame, insample_dev=False, figsize=(8, 1 + 0.6 * len(frame)))
+    fig = np.atleast_1d(ax).ravel()[0].figure
     if title:
-        fig.suptitle(title)
+        fig.axes[0].set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
