@@ -371,7 +371,7 @@ def compare_elpd(results: Mapping[str, ElpdResult], method: str = "stacking") ->
                 "elpd": frame["elpd"],
                 "p": frame["p"],
                 # 1.x reports model - best (<= 0); 0.x best - model: keep 0.x's sign
-                "elpd_diff": -frame["elpd_diff"],
+                "elpd_diff": 0.0 - frame["elpd_diff"],
                 "dse": frame["dse"],
                 "weight": frame["weight"],
                 "se": frame["se"],
