@@ -46,10 +46,11 @@ def test_compare_end_to_end_writes_the_table_and_refuses_to_overwrite(tmp_path, 
     err = capsys.readouterr().err
     assert "already holds results" in err and "--force" in err
     assert {name: (out / name).read_bytes() for name in COMPARE_OUTPUTS} == before
-    forced = ["compare", *QUICK, "--models", "logreg", "--no-nuts", "--out", str(out), "--force"]
+    forced = ["compare", *QUICK, "--models", "lenet300-normal", "--out", str(out), "--force"]
     assert main(forced) == 0
+    # no logreg, so no NUTS reference by default; one model: no comparison plot, none stale
     assert list(pd.read_csv(out / "compare.csv")["guide"]) == ["meanfield"]
-    assert not (out / "compare_plot.png").exists()  # one model: no comparison plot, none stale
+    assert not (out / "compare_plot.png").exists()
     assert not list(out.glob(".tmp-*"))
 
 
@@ -72,8 +73,8 @@ def test_compare_refuses_bad_counts(tmp_path, capsys):
     out = str(tmp_path / "cmp")
     assert main(["compare", "--num-samples", "0", "--out", out]) == 2
     assert "at least 1" in capsys.readouterr().err
-    assert main(["compare", "--models", "lenet300-normal", "--out", out]) == 2
-    assert "--no-nuts" in capsys.readouterr().err  # NUTS samples logreg, not in the set
+    assert main(["compare", "--models", "lenet300-normal", "--nuts", "logreg", "--out", out]) == 2
+    assert "--no-nuts" in capsys.readouterr().err  # NUTS would sample logreg, not in the set
 
 
 def test_compare_help(capsys):

@@ -403,13 +403,16 @@ def compare_main(
     out: str | Path = "runs/compare",
     force: bool = False,
     seed: int = 0,
-    nuts: str | None = "logreg",
+    nuts: str | None = "auto",
     nuts_samples: int = 150,
     nuts_warmup: int = 150,
     num_train: int | None = None,
     progress: bool = True,
 ) -> pd.DataFrame:
     """``zoo compare``: train ``models`` on ``data``, add a NUTS reference, rank them with ArviZ.
+
+    ``nuts`` names the model NUTS samples, with the biases of that model's first fit in the
+    list; ``"auto"`` picks ``logreg`` when it is compared, ``None`` skips NUTS.
 
     Everything is checked before any training: the model and guide names, the data, the counts
     and the output folder, which must not already hold results unless ``force``.  Files are
@@ -431,6 +434,8 @@ def compare_main(
         raise ValueError(f"--num-samples must be at least 1, got {num_samples}")
     if num_epochs is not None and num_epochs < 1:
         raise ValueError(f"--num-epochs must be at least 1, got {num_epochs}")
+    if nuts == "auto":  # the default: a reference for logistic regression when it is compared
+        nuts = "logreg" if any(name == "logreg" for name, _ in pairs) else None
     if nuts is not None and not any(name == nuts for name, _ in pairs):
         raise ValueError(
             f"the NUTS reference samples {nuts!r}, which is not among the models "
@@ -630,7 +635,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite results already in --out")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     p.add_argument(
-        "--nuts", default="logreg", help="the model NUTS samples as a reference (default: logreg)"
+        "--nuts",
+        default="auto",
+        metavar="NAME",
+        help="the model NUTS samples as a reference, given the fit of its first guide "
+        "(default: logreg when it is among --models)",
     )
     p.add_argument("--no-nuts", action="store_true", help="skip the NUTS reference")
     p.add_argument("--nuts-samples", type=int, default=150, help="NUTS draws per chain")

@@ -774,8 +774,8 @@ class NUTSReference:
 
     :ivar zm: the model sampled; its point estimates (the biases) were held at their values.
     :ivar samples: site -> ``(chains * draws, ...)`` tensors, chain-major.
-    :ivar idata: ArviZ's conversion of the run (``az.from_pyro`` of the first chain on 0.x,
-        ``from_dict`` of all chains on 1.x, which has no Pyro converter).
+    :ivar idata: ArviZ's conversion of the chains (``az.from_pyro`` on 0.x, ``from_dict`` on
+        1.x, which has no Pyro converter).
     :ivar r_hat_max: the largest R-hat over all weights (< 1.01 is the usual bar).
     :ivar ess_bulk_min: the smallest bulk effective sample size.
     :ivar divergences: divergent transitions after warm-up, all chains.
@@ -889,7 +889,7 @@ def nuts_reference(
     zm.eval()
     chains: list[dict[str, torch.Tensor]] = []
     divergences = 0
-    first = None
+    runs = []
     messages: list[str] = []
     started = time.perf_counter()
     try:
@@ -911,8 +911,7 @@ def nuts_reference(
             mcmc.run(x_all, y_all)
             chains.append({k: v.detach() for k, v in mcmc.get_samples().items()})
             divergences += sum(len(v) for v in mcmc.diagnostics()["divergences"].values())
-            if first is None:
-                first = mcmc
+            runs.append(mcmc)
     finally:
         for p in params:
             p.requires_grad_(True)
@@ -924,7 +923,14 @@ def nuts_reference(
     if arviz_major() >= 1:
         idata, msg = _call(az.from_dict, {"posterior": stacked})
     else:
-        idata, msg = _call(az.from_pyro, first, log_likelihood=False)
+        # ArviZ's Pyro converter, one run per chain (our chains run one after another)
+        msg = []
+        parts = []
+        for mcmc in runs:
+            part, m = _call(az.from_pyro, mcmc, log_likelihood=False)
+            parts.append(part)
+            msg += m
+        idata = parts[0] if len(parts) == 1 else az.concat(*parts, dim="chain")
     messages += msg
     r_hat, ess = (math.nan, math.nan)
     if num_chains >= 2:
