@@ -1,5 +1,7 @@
 """`zoo compare` end to end on a small digits subset, and its refusals."""
 
+import dataclasses
+
 import pandas as pd
 import pytest
 
@@ -84,3 +86,31 @@ def test_compare_help(capsys):
     out = capsys.readouterr().out
     for flag in ("--models", "--num-samples", "--device", "--out", "--force", "--no-nuts"):
         assert flag in out
+
+
+def test_a_model_restored_from_its_checkpoint_can_be_compared(tmp_path):
+    """The checkpoint keeps the training data's fingerprint, so compare accepts the restored
+    model on the same data and refuses it on other data."""
+    import zoo
+    from zoo.cli import _from_checkpoint
+    from zoo.compare import compare
+
+    out = tmp_path / "run"
+    args = [
+        "train",
+        "logreg",
+        "--num-epochs",
+        "1",
+        "--no-progress",
+        "--no-plots",
+        "--out",
+        str(out),
+    ]
+    assert main(args) == 0
+    zm, _ = _from_checkpoint(str(out / "checkpoint.pt"))
+    digits = zoo.load("digits")
+    result = compare([zm], digits, num_samples=10, vi=False)
+    assert result.table["model"].tolist() == ["logreg"]
+    fewer = dataclasses.replace(digits, x_train=digits.x_train[:100], y_train=digits.y_train[:100])
+    with pytest.raises(ValueError, match="fitted on different data"):
+        compare([zm], fewer, num_samples=10)

@@ -206,6 +206,13 @@ def _from_checkpoint(path: str) -> tuple[ZooModel, dict]:
     )
     zm = create_model(desc["name"], data=info, guide=desc["guide"], **desc["config"])
     zm.load_state_dict(ckpt["state"])
+    if "data_fingerprint" in ckpt:  # written since zoo compare exists
+        zm.fitted_on = {
+            "fingerprint": ckpt["data_fingerprint"],
+            "num_train": ckpt["num_data"],
+            "source": ckpt["data"],
+            "seconds": sum(row.get("seconds", 0.0) for row in ckpt["history"]),
+        }
     return zm, ckpt
 
 

@@ -442,6 +442,7 @@ def fit(
     x_all = data.x_train
     y_all = data.y_train if zm.info.task != "unsupervised" else None
     num_data = x_all.shape[0]
+    data_fingerprint = fingerprint(x_all, y_all)
     batch = min(config.batch_size, num_data)
     steps_per_epoch = math.ceil(num_data / batch)
     total_steps = steps_per_epoch * config.num_epochs
@@ -491,6 +492,8 @@ def fit(
                 "model": zm.describe(),
                 "data": data.source,
                 "num_data": num_data,
+                # what zoo.compare checks: the model was fitted on the data it is compared on
+                "data_fingerprint": data_fingerprint,
                 "train_config": dataclasses.asdict(config),
                 "state": zm.state_dict(),
                 "optimizer": optimizer.state_dict(),
@@ -618,13 +621,11 @@ def fit(
     finally:
         bar.close()
     seconds = time.perf_counter() - started
-    previous = zm.fitted_on or {}
     zm.fitted_on = {
-        "fingerprint": fingerprint(x_all, y_all),
+        "fingerprint": data_fingerprint,
         "num_train": num_data,
         "source": dict(data.source),
-        # a resumed run adds its time to the interrupted one's
-        "seconds": seconds + (previous.get("seconds", 0.0) if config.resume else 0.0),
+        "seconds": seconds,
     }
     return FitResult(
         history=pd.DataFrame(history),
