@@ -284,6 +284,10 @@ def test_compare_refuses_bad_input_before_any_work():
     _pretend_fitted(pm, ppca)
     with pytest.raises(ValueError):  # built for other inputs
         compare({"a": zm, "b": pm}, data)
+    digits = zoo.load("digits")  # images for both: p(y | x) against p(x) is no comparison
+    mixed = {"logreg": create_model("logreg", data=digits), "bpca": create_model("bpca")}
+    with pytest.raises(ValueError, match="observe different things"):
+        compare(mixed, digits)
     with pytest.raises(ValueError, match="x has 3 examples but y has 2"):
         pointwise_log_likelihood(zm, data.x_train[:3], data.y_train[:2])
 

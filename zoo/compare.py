@@ -301,7 +301,8 @@ def loo(data: Any, *, reff: float | None = None) -> ElpdResult:
         n_data_points=int(raw["n_data_points"]),
         pointwise=np.asarray(raw["loo_i"].values, dtype=np.float64).ravel(),
         pareto_k=np.asarray(raw["pareto_k"].values, dtype=np.float64).ravel(),
-        good_k=float(raw["good_k"]),
+        # ArviZ < 0.18 has no sample-size dependent threshold: 0.7 then
+        good_k=float(raw["good_k"]) if "good_k" in raw else KHAT_OK,
         warning=bool(raw["warning"]),
         messages=messages,
         raw=raw,
