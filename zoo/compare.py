@@ -545,7 +545,7 @@ def pointwise_log_likelihood(
     """
     num_samples = _check_num_samples(num_samples)
     _hook(zm)
-    if zm.info.task != "unsupervised":
+    if zm.spec.observes == "y":
         if y is None:
             raise ValueError(f"{zm.name} is a {zm.info.task} model: pass the targets y")
         if len(y) != len(x):
@@ -554,7 +554,7 @@ def pointwise_log_likelihood(
 
 
 def _observed(zm: ZooModel, x: torch.Tensor, y: torch.Tensor | None) -> np.ndarray:
-    target = x.reshape(len(x), -1) if zm.info.task == "unsupervised" else y
+    target = x.reshape(len(x), -1) if zm.spec.observes == "x" else y
     return target.detach().cpu().numpy()
 
 
@@ -1043,7 +1043,7 @@ def _check_models(labelled: Mapping[str, Any], ds: Dataset) -> None:
     from zoo.registry import ZooModel
     from zoo.train import _check_compatible
 
-    tasks = {}
+    observes = {}
     for label, m in labelled.items():
         if not isinstance(m, ZooModel | NUTSReference):
             raise ValueError(
@@ -1053,15 +1053,15 @@ def _check_models(labelled: Mapping[str, Any], ds: Dataset) -> None:
         zm = m.zm if isinstance(m, NUTSReference) else m
         _hook(zm)
         _check_compatible(zm, ds)
-        tasks[label] = zm.info.task
-    if len(set(tasks.values())) > 1:
+        observes[label] = f"p({zm.spec.observes} | ...)"
+    if len(set(observes.values())) > 1:
         raise ValueError(
-            "the models observe different things (their tasks differ: "
-            f"{tasks}); their elpds are not comparable"
+            f"the models observe different things ({observes}); their elpds are not comparable"
         )
-    supervised = next(iter(tasks.values())) != "unsupervised"
-    expected = fingerprint(ds.x_train, ds.y_train if supervised else None)
     for label, m in labelled.items():
+        zm = m.zm if isinstance(m, NUTSReference) else m
+        # the fingerprint zoo.fit took: the targets count wherever the data's task has them
+        expected = fingerprint(ds.x_train, ds.y_train if zm.info.task != "unsupervised" else None)
         if isinstance(m, NUTSReference):
             seen, size = m.fingerprint, "its NUTS run"
         elif m.fitted_on is None:
@@ -1135,9 +1135,7 @@ def compare(
     n_train = ds.num_train
     x_all = torch.cat([ds.x_train, ds.x_test])
     first = next(iter(labelled.values()))
-    supervised = (first.zm if isinstance(first, NUTSReference) else first).info.task != (
-        "unsupervised"
-    )
+    supervised = (first.zm if isinstance(first, NUTSReference) else first).spec.observes == "y"
     y_all = None
     if supervised:
         y_all = torch.cat([ds.y_train, ds.y_test]) if ds.num_test else ds.y_train

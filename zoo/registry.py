@@ -82,6 +82,9 @@ class ModelSpec:
         global latents (from the guide, or the given ``samples``: site name -> ``(S, ...)``),
         every example scored under the same draw, as PSIS-LOO and WAIC need.  Used by
         :mod:`zoo.compare`; entries without it cannot be compared.
+    :param observes: what the likelihood is of: ``"y"`` (targets given inputs, ``p(y | x)``) or
+        ``"x"`` (the inputs themselves, ``p(x)``, as for PPCA).  Only models observing the same
+        thing have comparable elpds.
     """
 
     name: str
@@ -104,6 +107,7 @@ class ModelSpec:
     export: Callable[[ZooModel], dict] | None = None
     handler: Callable[[Any], Any] | None = None
     log_likelihood: Callable[..., PointwiseDraws] | None = None
+    observes: str = "y"
 
     def __post_init__(self) -> None:
         if not dataclasses.is_dataclass(self.config) or isinstance(self.config, type):
@@ -115,6 +119,8 @@ class ModelSpec:
                 f"{self.name}: default guide {self.default_guide!r} is not among its guides "
                 f"{sorted(self.guides)}"
             )
+        if self.observes not in ("x", "y"):
+            raise ValueError(f"{self.name}: observes must be 'x' or 'y', got {self.observes!r}")
         if self.elbo not in ELBO_NAMES:
             raise ValueError(f"{self.name}: elbo must be one of {ELBO_NAMES}, got {self.elbo!r}")
 

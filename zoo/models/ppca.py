@@ -426,6 +426,7 @@ _FAMILY = {
     "train_defaults": _TRAIN,
     "reference": REFERENCE,
     "log_likelihood": pointwise_log_likelihood,
+    "observes": "x",
 }
 
 register_model(
