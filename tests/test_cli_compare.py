@@ -77,6 +77,9 @@ def test_compare_refuses_bad_counts(tmp_path, capsys):
     assert "at least 1" in capsys.readouterr().err
     assert main(["compare", "--models", "lenet300-normal", "--nuts", "logreg", "--out", out]) == 2
     assert "--no-nuts" in capsys.readouterr().err  # NUTS would sample logreg, not in the set
+    sparse = ["--models", "lenet300-loguniform", "--nuts", "lenet300-loguniform"]
+    assert main(["compare", *sparse, "--out", out]) == 2
+    assert "improper" in capsys.readouterr().err  # refused before training
 
 
 def test_compare_help(capsys):

@@ -427,8 +427,8 @@ def compare_main(
     """
     import dataclasses as dc
 
+    from zoo.compare import check_nuts_model, nuts_reference, plot_compare
     from zoo.compare import compare as compare_models
-    from zoo.compare import nuts_reference, plot_compare
     from zoo.evaluate import reliability_diagram
 
     started = time.perf_counter()
@@ -441,6 +441,8 @@ def compare_main(
         raise ValueError(f"--num-samples must be at least 1, got {num_samples}")
     if num_epochs is not None and num_epochs < 1:
         raise ValueError(f"--num-epochs must be at least 1, got {num_epochs}")
+    if min(nuts_samples, nuts_warmup) < 1:
+        raise ValueError("--nuts-samples and --nuts-warmup must be at least 1")
     if nuts == "auto":  # the default: a reference for logistic regression when it is compared
         nuts = "logreg" if any(name == "logreg" for name, _ in pairs) else None
     if nuts is not None and not any(name == nuts for name, _ in pairs):
@@ -467,6 +469,10 @@ def compare_main(
         f"{name}:{guide}": create_model(name, data=dataset, guide=guide, seed=seed)
         for name, guide in pairs
     }
+    if nuts is not None:
+        label = next(label for label in built if label.split(":")[0] == nuts)
+        y_two = None if dataset.y_train is None else dataset.y_train[:2]
+        check_nuts_model(built[label], dataset.x_train[:2], y_two)
     print(
         f"comparing {len(built)} models{' + NUTS' if nuts else ''} on {dataset.name} "
         f"({dataset.num_train} train / {dataset.num_test} test), {num_samples} posterior "

@@ -65,6 +65,7 @@ __all__ = [
     "NUTSReference",
     "VIDiagnostic",
     "arviz_major",
+    "check_nuts_model",
     "compare",
     "compare_elpd",
     "held_out_elpd",
@@ -804,6 +805,42 @@ class NUTSReference:
         return "nuts"
 
 
+def check_nuts_model(
+    zm: ZooModel, x: torch.Tensor, y: torch.Tensor | None, max_latent_dim: int = 5000
+) -> None:
+    """Raise ``ValueError`` unless NUTS can sample ``zm``: global latents only, proper priors,
+    at most ``max_latent_dim`` dimensions.  Cheap: one guide draw on the examples ``x``."""
+    import torch
+    from pyro import poutine
+
+    from zoo.priors import ImproperLogUniform
+
+    with torch.no_grad():
+        # replayed on a guide draw: an improper prior cannot be sampled, only recognized
+        guide_trace = poutine.trace(zm.guide).get_trace(x, y)
+        trace = poutine.trace(poutine.replay(zm.model, trace=guide_trace)).get_trace(x, y)
+    latents = {
+        n: node
+        for n, node in trace.nodes.items()
+        if node["type"] == "sample" and not node["is_observed"]
+    }
+    if not latents or any(node["cond_indep_stack"] for node in latents.values()):
+        raise ValueError(
+            f"{zm.name}: the NUTS reference needs a model whose latent variables are all global"
+        )
+    for n, node in latents.items():
+        if isinstance(_base_dist(node["fn"]), ImproperLogUniform):
+            raise ValueError(
+                f"{zm.name}: the log-uniform prior on {n} is improper; NUTS needs a proper prior"
+            )
+    dim = sum(node["value"].numel() for node in latents.values())
+    if dim > max_latent_dim:
+        raise ValueError(
+            f"{zm.name} has {dim} latent dimensions; the NUTS reference is for small models "
+            f"(max_latent_dim={max_latent_dim})"
+        )
+
+
 def nuts_reference(
     zm: ZooModel,
     data: Dataset | torch.Tensor,
@@ -835,12 +872,10 @@ def nuts_reference(
     """
     import pyro
     import torch
-    from pyro import poutine
     from pyro.infer import MCMC, NUTS
     from pyro.infer.autoguide.initialization import init_to_uniform, init_to_value
 
     from zoo.data import fingerprint
-    from zoo.priors import ImproperLogUniform
     from zoo.train import _as_dataset, _check_compatible
 
     for name, value, least in (("num_samples", num_samples, 1), ("warmup", warmup, 1)):
@@ -853,33 +888,7 @@ def nuts_reference(
     device = zm.device
     x_all = ds.x_train.to(device)
     y_all = None if zm.info.task == "unsupervised" else ds.y_train.to(device)
-    with torch.no_grad():
-        # replayed on a guide draw: an improper prior cannot be sampled, only recognized
-        y_two = None if y_all is None else y_all[:2]
-        guide_trace = poutine.trace(zm.guide).get_trace(x_all[:2], y_two)
-        trace = poutine.trace(poutine.replay(zm.model, trace=guide_trace)).get_trace(
-            x_all[:2], y_two
-        )
-    latents = {
-        n: node
-        for n, node in trace.nodes.items()
-        if node["type"] == "sample" and not node["is_observed"]
-    }
-    if not latents or any(node["cond_indep_stack"] for node in latents.values()):
-        raise ValueError(
-            f"{zm.name}: the NUTS reference needs a model whose latent variables are all global"
-        )
-    for n, node in latents.items():
-        if isinstance(_base_dist(node["fn"]), ImproperLogUniform):
-            raise ValueError(
-                f"{zm.name}: the log-uniform prior on {n} is improper; NUTS needs a proper prior"
-            )
-    dim = sum(node["value"].numel() for node in latents.values())
-    if dim > max_latent_dim:
-        raise ValueError(
-            f"{zm.name} has {dim} latent dimensions; the NUTS reference is for small models "
-            f"(max_latent_dim={max_latent_dim})"
-        )
+    check_nuts_model(zm, x_all[:2], None if y_all is None else y_all[:2], max_latent_dim)
 
     init = init_to_uniform
     if hasattr(zm.guide, "mean_weights"):
