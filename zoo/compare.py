@@ -846,7 +846,7 @@ def nuts_reference(
     data: Dataset | torch.Tensor,
     y: torch.Tensor | None = None,
     *,
-    num_samples: int = 200,
+    num_samples: int = 250,
     warmup: int = 200,
     num_chains: int = 2,
     max_tree_depth: int = 8,
