@@ -1,5 +1,6 @@
 """zoo.compare: pointwise log-likelihoods against closed forms, ArviZ's numbers, diagnostics."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -290,6 +291,9 @@ def test_compare_refuses_bad_input_before_any_work():
         compare(mixed, digits)
     with pytest.raises(ValueError, match="x has 3 examples but y has 2"):
         pointwise_log_likelihood(zm, data.x_train[:3], data.y_train[:2])
+    zm.spec = dataclasses.replace(zm.spec, log_likelihood=None)  # an entry without the hook
+    with pytest.raises(ValueError, match="no pointwise log-likelihood"):
+        compare([zm], data)
 
 
 def test_compare_on_the_users_own_tensors_without_a_test_split():

@@ -33,7 +33,6 @@ def C():
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
-    assert "torch" not in sys.modules or "zoo" in sys.modules  # the adapter needs no torch
     return module
 
 
