@@ -271,6 +271,8 @@ def test_compare_refuses_bad_input_before_any_work():
     _pretend_fitted(zm, data)
     with pytest.raises(ValueError, match="num_samples must be at least 1"):
         compare([zm], data, num_samples=0)
+    with pytest.raises(ValueError, match="at least 2 posterior draws"):
+        compare([zm], data, num_samples=1)
     with pytest.raises(ValueError, match="at least one"):
         compare([], data)
     other, _, _, _ = _conjugate(seed=1)

@@ -1123,7 +1123,7 @@ def compare(
     :param num_samples: posterior draws per guide, ``S``.
     :param method: ArviZ's weighting: ``stacking``, ``BB-pseudo-BMA`` or ``pseudo-BMA``.
     :param vi: compute the VI diagnostic where it is defined.
-    :raises ValueError: before any work, for ``num_samples < 1``, no models, a model that was
+    :raises ValueError: before any work, for ``num_samples < 2``, no models, a model that was
         not fitted or was fitted on other data, models observing different things, data of the
         wrong shape or targets of the wrong length, or an entry without a pointwise
         log-likelihood.
@@ -1135,6 +1135,8 @@ def compare(
     from zoo.train import _as_dataset
 
     num_samples = _check_num_samples(num_samples)
+    if num_samples < 2:
+        raise ValueError("PSIS-LOO needs at least 2 posterior draws per model: num_samples >= 2")
     labelled = _labelled(models)
     ds = _as_dataset(data, y)
     _check_models(labelled, ds)
