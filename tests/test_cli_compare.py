@@ -74,7 +74,7 @@ def test_compare_refuses_bad_models_before_training(tmp_path, capsys, models, me
 def test_compare_refuses_bad_counts(tmp_path, capsys):
     out = str(tmp_path / "cmp")
     assert main(["compare", "--num-samples", "0", "--out", out]) == 2
-    assert "at least 1" in capsys.readouterr().err
+    assert "at least 2" in capsys.readouterr().err
     assert main(["compare", "--models", "lenet300-normal", "--nuts", "logreg", "--out", out]) == 2
     assert "--no-nuts" in capsys.readouterr().err  # NUTS would sample logreg, not in the set
     sparse = ["--models", "lenet300-loguniform", "--nuts", "lenet300-loguniform"]

@@ -437,8 +437,8 @@ def compare_main(
         raise ValueError("--models needs at least one NAME[:GUIDE]")
     if len(set(pairs)) != len(pairs):
         raise ValueError(f"a model is listed twice in {list(models)}")
-    if num_samples < 1:
-        raise ValueError(f"--num-samples must be at least 1, got {num_samples}")
+    if num_samples < 2:
+        raise ValueError(f"--num-samples must be at least 2 (PSIS-LOO), got {num_samples}")
     if num_epochs is not None and num_epochs < 1:
         raise ValueError(f"--num-epochs must be at least 1, got {num_epochs}")
     if min(nuts_samples, nuts_warmup) < 1:
