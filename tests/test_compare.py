@@ -14,6 +14,7 @@ from zoo.compare import (
     DiagnosticUndefined,
     ElpdResult,
     _import_arviz,
+    _warnings,
     compare,
     compare_elpd,
     held_out_elpd,
@@ -250,6 +251,9 @@ def test_compare_ranks_models_and_reports_every_column():
     assert table.loc["exact", "weight"] > 0.5
     assert table.loc["exact", "test_elpd"] > table.loc["bad", "test_elpd"]
     assert table.loc["exact", "vi_khat"] < 0.5 < 0.7 < table.loc["bad", "vi_khat"]
+    # the bad guide's verdict reaches the warnings cell, the exact posterior's does not
+    assert "q far from posterior" in table.loc["bad", "warnings"]
+    assert "q far from posterior" not in table.loc["exact", "warnings"]
     x, y = data.x_test.double(), data.y_test.double()
     exact_test = torch.distributions.Normal(
         x @ mean, (x.square() @ var + SIGMA**2).sqrt()
@@ -340,6 +344,13 @@ def test_nuts_matches_the_conjugate_posterior():
     assert result.table.loc["nuts", "test_elpd"] == pytest.approx(
         result.table.loc["exact", "test_elpd"], abs=0.1
     )
+    # a reference whose chains disagree says so in its row (here as if they had not mixed)
+    loo_nuts = result.loo["nuts"]
+    cell = _warnings(loo_nuts, math.nan, dataclasses.replace(ref, r_hat_max=1.84, divergences=2))
+    assert cell.endswith("NUTS R-hat 1.84 > 1.01; 2 divergences")
+    cell = _warnings(loo_nuts, math.nan, dataclasses.replace(ref, r_hat_max=math.nan))
+    assert "NUTS R-hat undefined (one chain)" in cell
+    assert "NUTS" not in _warnings(loo_nuts, math.nan, dataclasses.replace(ref, r_hat_max=1.005))
     with pytest.raises(ValueError, match="improper"):
         nuts_reference(
             create_model("lenet300-loguniform", data=zoo.load("digits"), hidden=(4,)),

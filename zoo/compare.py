@@ -60,6 +60,7 @@ if TYPE_CHECKING:
 __all__ = [
     "KHAT_GOOD",
     "KHAT_OK",
+    "RHAT_OK",
     "ComparisonResult",
     "ElpdResult",
     "NUTSReference",
@@ -84,6 +85,9 @@ __all__ = [
 #: Pareto-k thresholds of Vehtari et al. (2024) and Yao et al. (2018): below 0.5 the importance
 #: sampling estimate is reliable, up to 0.7 usable, above 0.7 not to be trusted.
 KHAT_GOOD, KHAT_OK = 0.5, 0.7
+
+#: Rank-normalized split R-hat above this means the chains disagree (Vehtari et al. 2021).
+RHAT_OK = 1.01
 
 #: The variable name of the observations in ``log_likelihood`` and ``observed_data``.
 OBS = "obs"
@@ -1094,6 +1098,28 @@ def _sparsity(zm: ZooModel) -> float:
     return float(report["sparsity_%"].iloc[-1]) / 100
 
 
+def _warnings(result: ElpdResult, vi_khat: float, nuts: NUTSReference | None = None) -> str:
+    """The table's warnings cell: PSIS-LOO's Pareto k counts; the VI diagnostic's verdict when
+    it says the guide is far from the posterior; a NUTS reference's failed convergence checks.
+
+    LOO is computed for q, not for the posterior, so a guide much narrower than its posterior
+    can score a near point estimate on its own training data with every Pareto k small; only
+    ``vi_khat`` then shows it.  Likewise chains that never mixed (a BNN's modes) make a "reference"
+    that is none; R-hat above 1.01 (Vehtari et al. 2021) and divergences say so in the row.
+    """
+    parts = [result.summary()] if result.summary() else []
+    if math.isfinite(vi_khat) and vi_khat > KHAT_OK:
+        parts.append(f"q far from posterior (vi k={vi_khat:.2g})")
+    if nuts is not None:
+        if math.isnan(nuts.r_hat_max):
+            parts.append("NUTS R-hat undefined (one chain)")
+        elif nuts.r_hat_max > RHAT_OK:
+            parts.append(f"NUTS R-hat {nuts.r_hat_max:.3g} > {RHAT_OK}")
+        if nuts.divergences:
+            parts.append(f"{nuts.divergences} divergences")
+    return "; ".join(parts)
+
+
 def compare(
     models: Mapping[str, Any] | Sequence[Any],
     data: Dataset | torch.Tensor,
@@ -1223,7 +1249,7 @@ def compare(
                 "se": loos[label].se,
                 "p_loo": loos[label].p,
                 "weight": float(comparison.loc[label, "weight"]),
-                "warnings": loos[label].summary(),
+                "warnings": _warnings(loos[label], row["vi_khat"], nuts.get(label)),
                 **{k: row[k] for k in COLUMNS[7:]},
             }
         )
