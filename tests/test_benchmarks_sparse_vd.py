@@ -43,3 +43,24 @@ def test_speed_only_times_both_loops(tmp_path):
 def test_bad_epochs_are_refused():
     with pytest.raises(SystemExit):
         sparse_vd.main(["--num-epochs", "0"])
+
+
+def test_verdicts_name_each_target_and_the_miss():
+    """Each net's line says which of its two targets is met and by how much one is missed."""
+    table = pd.DataFrame(
+        [
+            {"net": "lenet300", "error_%": 10.0, "compression": 1.0},
+            {"net": "lenet300", "error_%": 11.5, "compression": 57.6},
+            {"net": "lenet5", "error_%": 8.0, "compression": 1.0},
+            {"net": "lenet5", "error_%": 8.5, "compression": 47.3},
+        ]
+    )
+    lines = sparse_vd._verdicts(table).splitlines()
+    assert lines[2] == (
+        "- lenet300: compression 57.6x: met (>= 50x); error 11.50% vs dense 10.00% "
+        "(+1.50 points): MISSED by 0.50 points (target <= +1.00)"
+    )
+    assert lines[3] == (
+        "- lenet5: compression 47.3x: MISSED by 52.7x (target 100x); error 8.50% vs dense "
+        "8.00% (+0.50 points): met (<= +1.00)"
+    )
