@@ -15,8 +15,9 @@ import torch
 
 from zoo.cli import markdown_table
 from zoo.data import Dataset, load
+from zoo.train import describe_machine
 
-__all__ = ["header", "load_data", "machine", "markdown_table", "write_results"]
+__all__ = ["header", "load_data", "markdown_table", "write_results"]
 
 
 def load_data(
@@ -37,22 +38,6 @@ def load_data(
     )
 
 
-def machine(device: torch.device | str = "cpu") -> str:
-    """The GPU's name on CUDA, else the CPU model and its core count."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {torch.get_num_threads()} torch threads"
-
-
 def header(title: str, device: torch.device | str, module: str, argv: list[str] | None) -> str:
     """A Markdown preamble: title, date, machine, versions and the command that ran.
 
@@ -64,7 +49,7 @@ def header(title: str, device: torch.device | str, module: str, argv: list[str] 
     return (
         f"# {title}\n\n"
         f"- date: {datetime.date.today().isoformat()}\n"
-        f"- machine: {machine(device)}\n"
+        f"- machine: {describe_machine(device)}\n"
         f"- versions: torch {torch.__version__}, pyro {pyro.__version__}, "
         f"python {platform.python_version()}\n"
         f"- command: `{command}`\n\n"

@@ -32,7 +32,14 @@ import torch
 
 from zoo import data as zdata
 from zoo.registry import ZooModel, create_model, get_spec, list_models
-from zoo.train import DivergenceError, TrainConfig, fit, load_checkpoint, resolve_device
+from zoo.train import (
+    DivergenceError,
+    TrainConfig,
+    describe_machine,
+    fit,
+    load_checkpoint,
+    resolve_device,
+)
 
 # train flags handled by hand: --out, --resume
 _TRAIN_SKIP = ("out_dir", "resume")
@@ -370,21 +377,6 @@ def _parse_model(text: str) -> tuple[str, str]:
     return name, guide
 
 
-def _machine() -> str:
-    import os
-    import platform
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}"
-
-
 def _write_all(out: Path, writers: dict[str, Any]) -> None:
     """Write every file under a temporary name first, then rename them all: a failure leaves
     the folder as it was."""
@@ -515,7 +507,7 @@ def compare_main(
 
     notes = [
         f"`zoo compare` on {dataset.name} ({dataset.num_train} train / {dataset.num_test} test), "
-        f"{num_samples} posterior draws per guide, device {dev}; {_machine()}; "
+        f"{num_samples} posterior draws per guide, device {dev}; {describe_machine(dev)}; "
         f"whole job {seconds:.0f} s.",
         "elpd_loo, se, p_loo: PSIS-LOO on the training split (ArviZ, Vehtari et al. 2017); "
         "weight: stacking; warnings: Pareto k counts, and the VI diagnostic where its k > 0.7; "

@@ -52,6 +52,7 @@ __all__ = [
     "DivergenceError",
     "FitResult",
     "TrainConfig",
+    "describe_machine",
     "fit",
     "load_checkpoint",
     "make_elbo",
@@ -223,6 +224,24 @@ class _LatentScale(Messenger):
             and not msg["infer"].get("_do_not_score")
         ):
             msg["scale"] = self.beta * msg["scale"]
+
+
+def describe_machine(device: str | torch.device = "cpu") -> str:
+    """The GPU's name on CUDA, else the CPU model and the torch threads: what results report."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
+    import platform
+
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {torch.get_num_threads()} torch threads"
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
