@@ -510,8 +510,8 @@ def compare_main(
         f"{num_samples} posterior draws per guide, device {dev}; {describe_machine(dev)}; "
         f"whole job {seconds:.0f} s.",
         "elpd_loo, se, p_loo: PSIS-LOO on the training split (ArviZ, Vehtari et al. 2017); "
-        "weight: stacking; warnings: Pareto k counts, and the VI diagnostic where its k > 0.7; "
-        "test_elpd: sum_i log mean_s "
+        "weight: stacking; warnings: Pareto k counts, the VI diagnostic where its k > 0.7, and "
+        "a NUTS reference's R-hat > 1.01 or divergences; test_elpd: sum_i log mean_s "
         "p(y_i | theta_s) on the test split; accuracy and ece (15 bins) of the posterior "
         "predictive mean; sparsity: weights with log alpha > 3; vi_khat: Pareto k of "
         "p(theta, D) / q(theta) (Yao et al. 2018), only for a proper prior and a guide with a "
