@@ -35,9 +35,10 @@ Usage::
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -62,6 +63,7 @@ from guides.amortized import (
 from zoo.data import DataInfo, Dataset
 from zoo.models.base import check_input, data_plate
 from zoo.registry import ModelSpec, ZooModel, register_model
+from zoo.train import TrainConfig, make_elbo, resolve_elbo
 
 REFERENCE = (
     "Kingma & Welling (2014), Auto-encoding variational Bayes, ICLR; Burda, Grosse & "
@@ -329,10 +331,23 @@ def log_weights(
     return total
 
 
-def _chunks(num_samples: int, batch: int, input_dim: int) -> list[int]:
-    size = max(1, min(num_samples, MAX_CHUNK_ELEMENTS // max(1, batch * input_dim)))
-    full, rest = divmod(num_samples, size)
-    return [size] * full + ([rest] if rest else [])
+def _chunked_log_weights(
+    model: Callable[..., Any],
+    guide: Callable[..., Any],
+    x: torch.Tensor,
+    num_samples: int,
+    batch_size: int,
+) -> Iterator[Iterator[torch.Tensor]]:
+    """For each batch of ``batch_size`` examples, its log-weights in chunks of samples small
+    enough that a chunk's decoder output stays under :data:`MAX_CHUNK_ELEMENTS` floats."""
+    if num_samples < 1 or batch_size < 1:
+        raise ValueError(
+            f"need num_samples >= 1 and batch_size >= 1, got {num_samples}, {batch_size}"
+        )
+    for xb in x.split(batch_size):
+        size = max(1, min(num_samples, MAX_CHUNK_ELEMENTS // max(1, xb.numel())))
+        sizes = [size] * (num_samples // size) + [num_samples % size] * bool(num_samples % size)
+        yield (log_weights(model, guide, xb, s) for s in sizes)
 
 
 def iwae_log_likelihood(
@@ -352,17 +367,11 @@ def iwae_log_likelihood(
 
     :raises ValueError: for ``num_samples`` or ``batch_size`` below 1.
     """
-    if num_samples < 1 or batch_size < 1:
-        raise ValueError(
-            f"need num_samples >= 1 and batch_size >= 1, got {num_samples}, {batch_size}"
-        )
-    out = []
-    for xb in x.split(batch_size):
-        acc = xb.new_full((xb.shape[0],), -math.inf)
-        for size in _chunks(num_samples, xb.shape[0], xb[0].numel()):
-            acc = torch.logaddexp(acc, log_weights(model, guide, xb, size).logsumexp(0))
-        out.append(acc - math.log(num_samples))
-    return torch.cat(out)
+    out = [
+        functools.reduce(torch.logaddexp, (c.logsumexp(0) for c in chunks))
+        for chunks in _chunked_log_weights(model, guide, x, num_samples, batch_size)
+    ]
+    return torch.cat(out) - math.log(num_samples)
 
 
 def elbo_per_example(
@@ -372,18 +381,13 @@ def elbo_per_example(
     num_samples: int = 1,
     batch_size: int = 500,
 ) -> torch.Tensor:
-    """The Monte-Carlo ELBO ``(1/S) sum_s log p(x, z_s) / q(z_s | x)`` per example, ``(N,)``."""
-    if num_samples < 1 or batch_size < 1:
-        raise ValueError(
-            f"need num_samples >= 1 and batch_size >= 1, got {num_samples}, {batch_size}"
-        )
-    out = []
-    for xb in x.split(batch_size):
-        total = xb.new_zeros(xb.shape[0])
-        for size in _chunks(num_samples, xb.shape[0], xb[0].numel()):
-            total = total + log_weights(model, guide, xb, size).sum(0)
-        out.append(total / num_samples)
-    return torch.cat(out)
+    """The Monte-Carlo ELBO ``(1/S) sum_s log p(x, z_s) / q(z_s | x)`` per example, ``(N,)``
+    (Kingma & Welling 2014, eq. 6 without the minibatch scale)."""
+    out = [
+        sum(c.sum(0) for c in chunks)
+        for chunks in _chunked_log_weights(model, guide, x, num_samples, batch_size)
+    ]
+    return torch.cat(out) / num_samples
 
 
 # ---------------------------------------------------------------------------------------------
@@ -412,8 +416,6 @@ def encoder_gradients(
     are not changed, but a ``score-avg`` baseline's moving average advances at every draw, as it
     does in training.
     """
-    from zoo.train import TrainConfig, make_elbo, resolve_elbo
-
     config = TrainConfig(num_particles=num_particles, progress=False)
     elbo = make_elbo(
         resolve_elbo(zm, config),
@@ -609,35 +611,36 @@ _FAMILY = {
     "elbo_for": elbo_for,
 }
 
-register_model(
-    ModelSpec(
-        name="vae-digits",
-        description="VAE, MLP 64-200-10, Bernoulli on binarized digits; estimator selectable",
-        config=VAEConfig(latent_dim=10, hidden=(200,)),
-        dataset="digits",
-        train_defaults={"num_epochs": 100, "batch_size": 100, "lr": 1e-3},
-        **_FAMILY,
-    )
-)
+#: name -> (description, config, default dataset, epochs): the family's registry entries.
+_ENTRIES = {
+    "vae-digits": (
+        "VAE, MLP 64-200-10, Bernoulli on binarized digits; estimator selectable",
+        VAEConfig(latent_dim=10, hidden=(200,)),
+        "digits",
+        100,
+    ),
+    "vae-fashion": (
+        "VAE, MLP 784-400-50 as Pyro's tutorial, Bernoulli on binarized images",
+        VAEConfig(latent_dim=50, hidden=(400,)),
+        "fashion-mnist",
+        50,
+    ),
+    "vae-conv-fashion": (
+        "VAE, conv encoder 32-64 and transposed-conv decoder, latent 16, Bernoulli",
+        VAEConfig(latent_dim=16, arch="conv", hidden=(256,), channels=(32, 64)),
+        "fashion-mnist",
+        30,
+    ),
+}
 
-register_model(
-    ModelSpec(
-        name="vae-fashion",
-        description="VAE, MLP 784-400-50 as Pyro's tutorial, Bernoulli on binarized images",
-        config=VAEConfig(latent_dim=50, hidden=(400,)),
-        dataset="fashion-mnist",
-        train_defaults={"num_epochs": 50, "batch_size": 100, "lr": 1e-3},
-        **_FAMILY,
+for _name, (_description, _config, _dataset, _epochs) in _ENTRIES.items():
+    register_model(
+        ModelSpec(
+            name=_name,
+            description=_description,
+            config=_config,
+            dataset=_dataset,
+            train_defaults={"num_epochs": _epochs, "batch_size": 100, "lr": 1e-3},
+            **_FAMILY,
+        )
     )
-)
-
-register_model(
-    ModelSpec(
-        name="vae-conv-fashion",
-        description="VAE, conv encoder 32-64 and transposed-conv decoder, latent 16, Bernoulli",
-        config=VAEConfig(latent_dim=16, arch="conv", hidden=(256,), channels=(32, 64)),
-        dataset="fashion-mnist",
-        train_defaults={"num_epochs": 30, "batch_size": 100, "lr": 1e-3},
-        **_FAMILY,
-    )
-)
