@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import dataclasses
 import datetime
 import platform
 import shlex
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -17,7 +20,47 @@ from zoo.cli import markdown_table
 from zoo.data import Dataset, load
 from zoo.train import describe_machine
 
-__all__ = ["header", "load_data", "markdown_table", "write_results"]
+__all__ = [
+    "add_run_arguments",
+    "header",
+    "load_data",
+    "markdown_table",
+    "torch_threads",
+    "write_results",
+]
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags every benchmark run takes: ``--device``, ``--seed``, ``--out``,
+    ``--train-subset``, ``--threads`` and ``--no-progress``."""
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--train-subset", type=int, default=None, help="use the first N examples")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: torch's); 1 avoids stalls on a shared, busy machine",
+    )
+    parser.add_argument("--no-progress", dest="progress", action="store_false")
+
+
+@contextlib.contextmanager
+def torch_threads(num: int | None) -> Iterator[None]:
+    """Run with ``num`` torch CPU threads (``None``: as they are), and restore the count after,
+    since a benchmark's ``main()`` may be called from a longer-lived process.
+
+    With every core busy, a second intra-op thread waits for a time slice at each element-wise
+    op: a 50x slowdown was measured on 2 shared cores.
+    """
+    before = torch.get_num_threads()
+    if num is not None:
+        torch.set_num_threads(num)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def load_data(

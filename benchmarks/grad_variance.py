@@ -81,7 +81,14 @@ import pandas as pd
 import torch
 from pyro import poutine
 
-from benchmarks.common import header, load_data, markdown_table, write_results
+from benchmarks.common import (
+    add_run_arguments,
+    header,
+    load_data,
+    markdown_table,
+    torch_threads,
+    write_results,
+)
 from zoo import TrainConfig, ZooModel, create_model, fit
 from zoo.data import Dataset
 from zoo.train import make_elbo, resolve_device
@@ -361,17 +368,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--late-epoch", type=int, default=100, help="the paper: 100")
     parser.add_argument("--num-batches", type=int, default=100, help="K gradient draws")
     parser.add_argument("--batch-size", type=int, default=100, help="B, training and probing")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="benchmarks/results")
-    parser.add_argument("--train-subset", type=int, default=None, help="use the first N examples")
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="torch CPU threads (default: torch's); 1 avoids stalls on a shared, busy machine",
-    )
-    parser.add_argument("--no-progress", dest="progress", action="store_false")
+    add_run_arguments(parser)
     return parser
 
 
@@ -391,15 +388,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     if args.threads is not None and args.threads < 1:
         parser.error("--threads must be at least 1")
 
-    threads = torch.get_num_threads()
-    if args.threads is not None:
-        # With every core busy, a second intra-op thread waits for a time slice at each
-        # element-wise op: a 50x slowdown was measured on 2 shared cores.
-        torch.set_num_threads(args.threads)
-    try:
+    with torch_threads(args.threads):
         return _run(args, argv, parser)
-    finally:
-        torch.set_num_threads(threads)  # main() may be called from a longer-lived process
 
 
 def _run(

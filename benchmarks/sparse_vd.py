@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmarks.common import header, load_data, markdown_table, write_results
+from benchmarks.common import header, load_data, markdown_table, torch_threads, write_results
 from zoo import TrainConfig, create_model, fit
 from zoo.models.bnn import build_net, export_pruned, layer_report, plot
 from zoo.priors import sparse_vd_kl
@@ -256,13 +256,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     args = parser.parse_args(argv)
     if args.num_epochs < 1:
         parser.error("--num-epochs must be at least 1")
-    threads = torch.get_num_threads()
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    try:
+    with torch_threads(args.threads):
         return _run(args, argv)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run(args: argparse.Namespace, argv: list[str] | None) -> pd.DataFrame:

@@ -61,3 +61,15 @@ def test_compare_example_runs_on_the_users_tensors(capsys):
     assert result.loo["meanfield"].pareto_k.shape == (600,)
     assert namespace["idata"].log_likelihood["obs"].shape == (1, 200, 600)
     assert "elpd_loo" in capsys.readouterr().out
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_vae_example_prints_what_it_claims(capsys):
+    """The VAE section's example: a score-function VAE on digits and its k = 5000 bound."""
+    code = _block_defining("vae")
+    namespace: dict = {}
+    exec(compile(code, str(README), "exec"), namespace)
+    assert namespace["vae"].elbo == "tracegraph"
+    printed = float(re.search(r"tensor\((-?[\d.]+)\)", capsys.readouterr().out).group(1))
+    # the README says "about -27.0 nats"; measured -26.97 on one thread
+    assert abs(printed + 27.0) < 0.5

@@ -39,6 +39,7 @@ from zoo.train import (
     fit,
     load_checkpoint,
     resolve_device,
+    resolve_elbo,
 )
 
 # train flags handled by hand: --out, --resume
@@ -186,7 +187,7 @@ def _cmd_train(argv: list[str]) -> int:
     dataset = _load_data(args.data, args.data_dir, kwargs)
     zm = create_model(name, data=dataset, guide=args.guide, seed=train_cfg.seed, **model_cfg)
     print(
-        f"training {name} (guide {args.guide}, elbo {train_cfg.elbo or spec.elbo}) on "
+        f"training {name} (guide {args.guide}, elbo {resolve_elbo(zm, train_cfg)}) on "
         f"{dataset.name}: {dataset.num_train} train / {dataset.num_test} test examples"
     )
     result = fit(zm, dataset, config=train_cfg)

@@ -85,6 +85,13 @@ class ModelSpec:
     :param observes: what the likelihood is of: ``"y"`` (targets given inputs, ``p(y | x)``) or
         ``"x"`` (the inputs themselves, ``p(x)``, as for PPCA).  Only models observing the same
         thing have comparable elpds.
+    :param batch_transform: ``(zoo_model, x, y) -> (x, y)``, applied by the trainer to every
+        minibatch before model and guide see it, so both see the same tensors (VAEs: dynamic
+        binarization, a fresh Bernoulli draw of each image at each step, Burda et al. 2016).
+    :param elbo_for: ``(config, train_config) -> str``, the ELBO for this configuration when it
+        depends on it, or a ``ValueError`` for a combination the family cannot train (VAEs: the
+        score-function estimators with baselines need ``tracegraph``).  ``train_config`` is a
+        :class:`zoo.train.TrainConfig` or ``None``; it replaces ``elbo`` when given.
     """
 
     name: str
@@ -108,6 +115,8 @@ class ModelSpec:
     handler: Callable[[Any], Any] | None = None
     log_likelihood: Callable[..., PointwiseDraws] | None = None
     observes: str = "y"
+    batch_transform: Callable[..., tuple[torch.Tensor, torch.Tensor | None]] | None = None
+    elbo_for: Callable[[Any, Any], str] | None = None
 
     def __post_init__(self) -> None:
         if not dataclasses.is_dataclass(self.config) or isinstance(self.config, type):
@@ -226,6 +235,9 @@ class ZooModel:
 
     @property
     def elbo(self) -> str:
+        """The ELBO this model trains with by default (its entry's, or its configuration's)."""
+        if self.spec.elbo_for is not None:
+            return self.spec.elbo_for(self.config, None)
         return self.spec.elbo
 
     @property

@@ -44,6 +44,7 @@ import torch
 from pyro.infer import ELBO, Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
 from pyro.poutine.messenger import Messenger
 
+from guides.amortized import reset_average_baseline
 from zoo.data import Dataset, fingerprint, from_tensors, validate_tensors
 from zoo.registry import ELBO_NAMES, ZooModel
 
@@ -57,6 +58,7 @@ __all__ = [
     "load_checkpoint",
     "make_elbo",
     "resolve_device",
+    "resolve_elbo",
 ]
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -291,6 +293,14 @@ def make_elbo(
     )
 
 
+def resolve_elbo(zm: ZooModel, config: TrainConfig) -> str:
+    """The ELBO a run uses: the entry's ``elbo_for`` hook when it has one (it may refuse the
+    combination), else ``config.elbo``, else the entry's default."""
+    if zm.spec.elbo_for is not None:
+        return zm.spec.elbo_for(zm.config, config)
+    return config.elbo or zm.elbo
+
+
 def _as_dataset(data: Dataset | torch.Tensor, y: torch.Tensor | None) -> Dataset:
     if isinstance(data, Dataset):
         if y is not None:
@@ -456,6 +466,9 @@ def fit(
     ckpt_path = None if out_dir is None else out_dir / CHECKPOINT_NAME
 
     pyro.set_rng_seed(config.seed)
+    # Pyro keeps decaying-average baselines in its global param store, shaped by the first
+    # batch: a previous run's, with other particles or another model, must not leak in.
+    reset_average_baseline()
     zm.to(device).train()
     data = data.to(device)
     x_all = data.x_train
@@ -467,7 +480,7 @@ def fit(
     total_steps = steps_per_epoch * config.num_epochs
 
     elbo = make_elbo(
-        config.elbo or zm.elbo,
+        resolve_elbo(zm, config),
         num_particles=config.num_particles,
         vectorize_particles=config.vectorize_particles,
         max_plate_nesting=zm.spec.max_plate_nesting,
@@ -482,6 +495,7 @@ def fit(
     with torch.no_grad(), pyro.poutine.block():
         guide(x_all[:batch], None if y_all is None else y_all[:batch], num_data=num_data)
     post_step = zm.spec.post_step
+    transform = zm.spec.batch_transform
     params = list(zm.parameters())
     if not params:
         raise ValueError(f"{zm.name} has no trainable parameters")
@@ -565,6 +579,8 @@ def fit(
             idx = perm[pos * batch : (pos + 1) * batch]
             xb = x_all.index_select(0, idx)
             yb = None if y_all is None else y_all.index_select(0, idx)
+            if transform is not None:
+                xb, yb = transform(zm, xb, yb)
             anneal.beta = config.beta(step / steps_per_epoch)
 
             optimizer.zero_grad(set_to_none=True)
