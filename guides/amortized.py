@@ -6,9 +6,10 @@ minibatch needs no per-example state.
 
 The encoder's gradient can be estimated two ways (:data:`ESTIMATORS`): by reparameterization,
 ``z = m(x) + s(x) * eps`` (Kingma & Welling 2014), or by the score function (REINFORCE,
-Williams 1992), the same ``q`` with reparameterization switched off through Pyro's
-``has_rsample_(False)``, optionally with a control variate: Pyro's decaying-average baseline or a
-neural baseline ``b(x)`` trained to predict the downstream cost (Mnih & Gregor 2014).  The
+Williams 1992), the same ``q`` with reparameterization switched off
+(:class:`ScoreFunctionIndependent`), optionally with a control variate: Pyro's decaying-average
+baseline or a neural baseline ``b(x)`` trained to predict the downstream cost (Mnih & Gregor
+2014).  The
 score-function variants need :class:`pyro.infer.TraceGraph_ELBO`, which reads the baselines from
 the sample site's ``infer`` dict.
 """

@@ -243,7 +243,8 @@ def describe_machine(device: str | torch.device = "cpu") -> str:
                 break
     except OSError:
         pass
-    return f"{model}, {torch.get_num_threads()} torch threads"
+    threads = torch.get_num_threads()
+    return f"{model}, {threads} torch thread{'' if threads == 1 else 's'}"
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
