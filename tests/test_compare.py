@@ -24,6 +24,7 @@ from zoo.compare import (
     nuts_reference,
     pointwise_log_likelihood,
     psis_khat,
+    to_inference_data,
     vi_diagnostic,
     waic,
 )
@@ -297,6 +298,8 @@ def test_compare_refuses_bad_input_before_any_work():
         compare(mixed, digits)
     with pytest.raises(ValueError, match="x has 3 examples but y has 2"):
         pointwise_log_likelihood(zm, data.x_train[:3], data.y_train[:2])
+    with pytest.raises(ValueError, match="x has 3 examples but y has 2"):
+        to_inference_data(zm, data.x_train[:3], data.y_train[:2])
     zm.spec = dataclasses.replace(zm.spec, log_likelihood=None)  # an entry without the hook
     with pytest.raises(ValueError, match="no pointwise log-likelihood"):
         compare([zm], data)

@@ -549,13 +549,18 @@ def pointwise_log_likelihood(
         without a ``log_likelihood`` hook.
     """
     num_samples = _check_num_samples(num_samples)
+    _check_targets(zm, x, y)
+    return _draws(zm, x, y, num_samples, batch_size).log_lik
+
+
+def _check_targets(zm: ZooModel, x: torch.Tensor, y: torch.Tensor | None) -> None:
+    """The entry can be scored, and a supervised one has one target per example."""
     _hook(zm)
     if zm.spec.observes == "y":
         if y is None:
             raise ValueError(f"{zm.name} is a {zm.info.task} model: pass the targets y")
         if len(y) != len(x):
             raise ValueError(f"x has {len(x)} examples but y has {len(y)}")
-    return _draws(zm, x, y, num_samples, batch_size).log_lik
 
 
 def _observed(zm: ZooModel, x: torch.Tensor, y: torch.Tensor | None) -> np.ndarray:
@@ -596,7 +601,7 @@ def to_inference_data(
         az.loo(idata)   # or zoo.compare.loo(idata), which keeps ArviZ's warnings
     """
     num_samples = _check_num_samples(num_samples)
-    pointwise_log_likelihood(zm, x[:1], None if y is None else y[:1], 1, batch_size)  # checks
+    _check_targets(zm, x, y)
     draws = _draws(zm, x, y, num_samples, batch_size)
     return _to_idata(zm, draws, x, y, {"model": zm.name, "guide": zm.guide_name})
 
@@ -1071,17 +1076,20 @@ def _check_models(labelled: Mapping[str, Any], ds: Dataset) -> None:
         raise ValueError(
             f"the models observe different things ({observes}); their elpds are not comparable"
         )
+    expected: dict[bool, str] = {}
     for label, m in labelled.items():
         zm = m.zm if isinstance(m, NUTSReference) else m
         # the fingerprint zoo.fit took: the targets count wherever the data's task has them
-        expected = fingerprint(ds.x_train, ds.y_train if zm.info.task != "unsupervised" else None)
+        supervised = zm.info.task != "unsupervised"
+        if supervised not in expected:  # hash the training split once per kind, not per model
+            expected[supervised] = fingerprint(ds.x_train, ds.y_train if supervised else None)
         if isinstance(m, NUTSReference):
             seen, size = m.fingerprint, "its NUTS run"
         elif m.fitted_on is None:
             raise ValueError(f"{label!r} has not been fitted: call zoo.fit on it first")
         else:
             seen, size = m.fitted_on["fingerprint"], f"{m.fitted_on['num_train']} examples"
-        if seen != expected:
+        if seen != expected[supervised]:
             raise ValueError(
                 f"{label!r} was fitted on different data ({size}) than the training split "
                 f"given to compare ({ds.num_train} examples); compare models on the data they "
