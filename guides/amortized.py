@@ -132,6 +132,8 @@ class AmortizedNormal(PyroModule):
         a reparameterized path, so only the score function carries the encoder's gradient.
     :param baseline_beta: decay of the ``score-avg`` baseline's moving average.
     :param baseline_hidden: hidden widths of the ``score-nn`` baseline network ``b(x)``.
+    :param min_scale: floor of the posterior standard deviation.  It keeps ``log q`` finite
+        and, for the score-function estimators, bounds the score of the mean, ``eps / s``.
     """
 
     def __init__(
@@ -147,6 +149,7 @@ class AmortizedNormal(PyroModule):
         estimator: str = "reparam",
         baseline_beta: float = 0.9,
         baseline_hidden: Sequence[int] = (100,),
+        min_scale: float = 1e-4,
     ) -> None:
         super().__init__()
         if activation not in _ACTIVATIONS:
@@ -155,6 +158,8 @@ class AmortizedNormal(PyroModule):
             )
         if estimator not in ESTIMATORS:
             raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
+        if not min_scale > 0:
+            raise ValueError(f"min_scale must be positive, got {min_scale}")
         if not 0 <= baseline_beta < 1:
             raise ValueError(f"baseline_beta must lie in [0, 1), got {baseline_beta}")
         layers: list[nn.Module] = []
@@ -177,6 +182,7 @@ class AmortizedNormal(PyroModule):
         self.site = site
         self.estimator = estimator
         self.baseline_beta = float(baseline_beta)
+        self.min_scale = float(min_scale)
         # b(x) predicts the per-example downstream cost around the running average;
         # TraceGraph_ELBO fits it by least squares
         self.baseline = (
@@ -191,8 +197,7 @@ class AmortizedNormal(PyroModule):
             x.reshape(x.shape[0], *self.input_shape) if self.conv else x.reshape(x.shape[0], -1)
         )
         loc, raw = self.net(inputs).chunk(2, dim=-1)
-        # the floor keeps log q finite when the encoder pushes a scale towards zero
-        return loc, F.softplus(raw) + 1e-4
+        return loc, F.softplus(raw) + self.min_scale
 
     def _infer(self, x: torch.Tensor, num_data: int | None) -> dict:
         if self.estimator == "reparam" or self.estimator == "score":

@@ -2,6 +2,7 @@
 likelihood are known exactly, checks the Monte-Carlo ELBO, the IWAE bound (Burda et al. 2016)
 and the unbiasedness of the four encoder-gradient estimators."""
 
+import json
 import math
 
 import pytest
@@ -9,7 +10,8 @@ import torch
 import torch.nn.functional as F
 
 import zoo.models.vae as vae
-from zoo import TrainConfig, create_model, fit, from_tensors, load
+from zoo import TrainConfig, create_model, fit, from_tensors, get_spec, load
+from zoo.cli import main
 from zoo.models.vae import (
     binarize_dynamic,
     binarize_fixed,
@@ -60,8 +62,9 @@ def _linear_gaussian(seed=0, exact=True, n=32):
         enc.weight.zero_()
         enc.weight[:L] = A
         enc.bias[:L] = -(A @ b)
-        # softplus(raw) + 1e-4 = post_sd
-        enc.bias[L:] = torch.log(torch.expm1(post_sd - 1e-4))
+        # softplus(raw) + floor = post_sd
+        floor = zm.guide.min_scale
+        enc.bias[L:] = torch.log(torch.expm1(post_sd - floor))
     return zm, x.float(), W, b, A, post_sd
 
 
@@ -195,6 +198,8 @@ def test_bad_input_gives_clear_errors():
         create_model("vae-digits", likelihood="poisson")
     with pytest.raises(ValueError, match="activation must be one of"):
         create_model("vae-digits", activation="swish")
+    with pytest.raises(ValueError, match="encoder_min_scale must be positive"):
+        create_model("vae-digits", encoder_min_scale=0.0)
     data = from_tensors(torch.rand(20, 1, 8, 8) * 2)  # intensities up to 2
     zm = create_model("vae-digits", data=data)
     with pytest.raises(ValueError, match="needs pixel intensities in \\[0, 1\\]"):
@@ -275,3 +280,31 @@ def test_gaussian_and_continuous_bernoulli_likelihoods_score_what_torch_scores()
     logits = bern.model.decoder(z)
     bce = -F.binary_cross_entropy_with_logits(logits, xb.reshape(6, -1), reduction="none").sum(-1)
     assert torch.allclose(bern.model.observation(z).log_prob(xb.reshape(6, -1)), bce, atol=1e-4)
+
+
+def test_score_function_estimators_default_to_the_smaller_learning_rate(tmp_path):
+    spec = get_spec("vae-digits")
+    assert spec.training_defaults()["lr"] == 1e-3  # the entry's default estimator is reparam
+    for estimator in ("score", "score-avg", "score-nn"):
+        config = vae.VAEConfig(latent_dim=10, hidden=(200,), estimator=estimator)
+        assert spec.training_defaults(config)["lr"] == vae.SCORE_FUNCTION_LR
+    # fit reads the defaults of the model it trains
+    data = load("digits")
+    zm = create_model("vae-digits", data=data, estimator="score-avg", seed=0)
+    history = fit(zm, data, num_epochs=1, progress=False, eval_every=0).history
+    assert history["lr"].iloc[0] == vae.SCORE_FUNCTION_LR
+    # zoo train: the estimator's default, and a flag given still wins
+    for flags, lr in (([], vae.SCORE_FUNCTION_LR), (["--lr", "5e-4"], 5e-4)):
+        out = tmp_path / f"run{len(flags)}"
+        argv = ["train", "vae-digits", "--estimator", "score", "--num-epochs", "1"]
+        argv += ["--batch-size", "500", "--no-progress", "--no-plots", "--out", str(out)]
+        assert main([*argv, *flags]) == 0
+        assert json.loads((out / "config.json").read_text())["train"]["lr"] == lr
+
+
+def test_the_encoder_scale_never_falls_below_its_floor():
+    zm = create_model("vae-digits", encoder_min_scale=0.05, seed=0)
+    with torch.no_grad():
+        zm.guide.net[-1].bias[zm.config.latent_dim :] = -50.0  # softplus(-50) ~ 2e-22
+        _, scale = zm.guide.encode(torch.rand(8, 64))
+    assert scale.min().item() == pytest.approx(0.05, rel=1e-6)

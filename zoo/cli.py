@@ -31,7 +31,7 @@ import pandas as pd
 import torch
 
 from zoo import data as zdata
-from zoo.registry import ZooModel, create_model, get_spec, list_models
+from zoo.registry import ZooModel, config_from_dict, create_model, get_spec, list_models
 from zoo.train import (
     DivergenceError,
     TrainConfig,
@@ -136,7 +136,7 @@ def _train_parser(name: str) -> tuple[argparse.ArgumentParser, list[str], list[s
     )
     parser.add_argument("--no-plots", action="store_true", help="skip the PNGs")
     model_fields = _add_dataclass_flags(parser, spec.config, f"{name} model options")
-    train_default = TrainConfig(**spec.train_defaults)
+    train_default = TrainConfig(**spec.training_defaults())
     train_fields = _add_dataclass_flags(parser, train_default, "training options", _TRAIN_SKIP)
     return parser, model_fields, train_fields
 
@@ -178,8 +178,14 @@ def _cmd_train(argv: list[str]) -> int:
     parser, model_fields, train_fields = _train_parser(name)
     args = parser.parse_args(argv[1:])
     spec = get_spec(name)
+    model_cfg = {k: vars(args)[k] for k in model_fields}
+    if spec.train_defaults_for is not None:
+        # Training defaults that depend on the model's options (the VAE's learning rate per
+        # estimator): parse again with them as defaults, so flags given still win.
+        config = config_from_dict(spec.config, model_cfg)
+        parser.set_defaults(**spec.training_defaults(config))
+        args = parser.parse_args(argv[1:])
     values = vars(args)
-    model_cfg = {k: values[k] for k in model_fields}
     train_cfg = TrainConfig(
         **{k: values[k] for k in train_fields}, out_dir=args.out, resume=args.resume
     )

@@ -69,6 +69,10 @@ class ModelSpec:
     :param post_step: ``(zoo_model) -> None``, run under ``no_grad`` after every optimizer step:
         closed-form coordinate updates such as the ARD precisions of Bayesian PCA.
     :param train_defaults: :class:`zoo.train.TrainConfig` fields this family trains best with.
+    :param train_defaults_for: ``(config) -> Mapping``, fields that depend on the model's
+        configuration and replace those of ``train_defaults`` (the VAE's score-function
+        estimators need a smaller learning rate than its reparameterized one); read them
+        through :meth:`training_defaults`.
     :param reference: the paper the model follows.
     :param report: ``(zoo_model) -> DataFrame``, a table the CLI prints and writes as
         ``report.csv`` after training and evaluation (BNNs: the per-layer pruning report).
@@ -117,6 +121,16 @@ class ModelSpec:
     observes: str = "y"
     batch_transform: Callable[..., tuple[torch.Tensor, torch.Tensor | None]] | None = None
     elbo_for: Callable[[Any, Any], str] | None = None
+    train_defaults_for: Callable[[Any], Mapping[str, Any]] | None = None
+
+    def training_defaults(self, config: Any | None = None) -> dict[str, Any]:
+        """The :class:`zoo.train.TrainConfig` fields for a model built with ``config`` (the
+        entry's default configuration when ``None``): ``train_defaults`` updated by
+        ``train_defaults_for(config)``."""
+        out = dict(self.train_defaults)
+        if self.train_defaults_for is not None:
+            out.update(self.train_defaults_for(self.config if config is None else config))
+        return out
 
     def __post_init__(self) -> None:
         if not dataclasses.is_dataclass(self.config) or isinstance(self.config, type):

@@ -448,8 +448,9 @@ def fit(
     :param zm: from :func:`zoo.create_model`.
     :param data: a :class:`~zoo.data.Dataset`, or a tensor of inputs (with labels ``y``).
     :param y: labels when ``data`` is a tensor.
-    :param config: a :class:`TrainConfig`; the family's ``train_defaults`` on top of the
-        dataclass defaults when omitted.
+    :param config: a :class:`TrainConfig`; the entry's training defaults for ``zm.config``
+        (:meth:`~zoo.registry.ModelSpec.training_defaults`) on top of the dataclass defaults
+        when omitted.
     :param overrides: :class:`TrainConfig` fields replacing those of ``config``.
     :raises ValueError: for bad data (non-finite values, wrong shapes, missing labels), bad
         settings, or a checkpoint from a different run.
@@ -458,7 +459,7 @@ def fit(
     """
     data = _as_dataset(data, y)
     if config is None:
-        config = TrainConfig(**{**zm.spec.train_defaults, **overrides})
+        config = TrainConfig(**{**zm.spec.training_defaults(zm.config), **overrides})
     elif overrides:
         config = dataclasses.replace(config, **overrides)
     _check_compatible(zm, data)
