@@ -41,12 +41,13 @@ from typing import Any, Literal
 import pandas as pd
 import pyro
 import torch
-from pyro.infer import ELBO, Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
+from pyro.infer import ELBO, Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO
 from pyro.poutine.messenger import Messenger
 
 from guides.amortized import reset_average_baseline
 from zoo import distributed as zdist
 from zoo.data import Dataset, fingerprint, from_tensors, validate_tensors
+from zoo.elbo import MeanFieldELBO
 from zoo.registry import ELBO_NAMES, ZooModel
 
 __all__ = [
@@ -286,7 +287,8 @@ def make_elbo(
     """The Pyro ELBO object for ``name`` (one of :data:`zoo.registry.ELBO_NAMES`)."""
     classes = {
         "trace": Trace_ELBO,
-        "meanfield": TraceMeanField_ELBO,
+        # Pyro's TraceMeanField_ELBO, without the log-densities it computes and never reads
+        "meanfield": MeanFieldELBO,
         "tracegraph": TraceGraph_ELBO,
         "traceenum": TraceEnum_ELBO,
     }
