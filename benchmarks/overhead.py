@@ -23,7 +23,8 @@ repetition gives a ratio zoo / reference, and the table reports medians.  On CUD
 are timed with CUDA events after a synchronize.  Per epoch is the median step time times the
 steps of one epoch, ``ceil(N / B)``.  Peak memory is the peak of the memory allocated during
 one step above what was allocated before it (CUDA: ``max_memory_allocated``; CPU: the
-allocation events of torch's profiler).
+running sum of the bytes each op allocates and frees, from torch's profiler, so to the
+granularity of one op).
 
 Usage::
 
@@ -358,12 +359,19 @@ def peak_memory_mib(step: Callable[[], None], device: torch.device) -> float:
 
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         step()
-    events = sorted(
-        (e for e in prof.events() if e.name == "[memory]"), key=lambda e: e.time_range.start
+    # Net bytes each op allocated itself (children excluded), and the frees the profiler could
+    # not attribute to an op ("[memory]"), in time order: the running sum peaks at the step's
+    # peak, to the granularity of one op.
+    changes = sorted(
+        (
+            e.time_range.start,
+            e.cpu_memory_usage if e.name == "[memory]" else e.self_cpu_memory_usage,
+        )
+        for e in prof.events()
     )
     level = peak = 0
-    for e in events:
-        level += e.cpu_memory_usage
+    for _, delta in changes:
+        level += delta
         peak = max(peak, level)
     return peak / 2**20
 

@@ -123,7 +123,7 @@ def speed(net: str, data, batch_size: int, rounds: int = 5, steps: int = 20) -> 
     return {
         "zoo_ms_per_step": timing["zoo_ms"],
         "handwritten_ms_per_step": timing["ref_ms"],
-        "ratio": timing["ratio"],
+        "ratio": timing["zoo_ms"] / timing["ref_ms"],  # of the medians
     }
 
 

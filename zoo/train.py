@@ -68,7 +68,7 @@ METRICS_NAME = "metrics.csv"
 _CHECKPOINT_VERSION = 1
 
 # Fields that may differ between a run and its resumption without changing the trajectory.
-_RESUME_FREE = frozenset({"device", "progress", "out_dir", "resume", "eval_every"})
+_RESUME_FREE = frozenset({"device", "progress", "out_dir", "resume", "eval_every", "validate"})
 
 
 @dataclass(frozen=True)
@@ -98,6 +98,11 @@ class TrainConfig:
     :param eval_every: epochs between evaluations of the family's metrics on the test split
         (0: never).
     :param progress: show a tqdm progress bar.
+    :param validate: ``False`` turns Pyro's argument validation off for the run (its checks of
+        every distribution's arguments, trace shapes and support, at every step: measured in
+        ``benchmarks/results/overhead``, run with and without ``--validate``); a divergence then shows
+        as a non-finite loss instead of a distribution refusing its parameters.  ``True``
+        leaves Pyro's global setting (on by default).
     :param distributed: data-parallel training over the processes ``torchrun`` started
         (:mod:`zoo.distributed`): ``batch_size`` is per rank, each rank seeds ``seed + rank``,
         gradients are averaged by DDP and only rank 0 writes.
@@ -122,6 +127,7 @@ class TrainConfig:
     resume: bool = False
     eval_every: int = 1
     progress: bool = True
+    validate: bool = True
     distributed: bool = False
 
     def __post_init__(self) -> None:
@@ -410,7 +416,11 @@ def _check_resumable(ckpt: dict, zm: ZooModel, cfg: TrainConfig, num_data: int) 
     mismatches = []
     if ckpt["model"] != zm.describe():
         mismatches.append(f"model {ckpt['model']} != {zm.describe()}")
-    saved = {k: v for k, v in ckpt["train_config"].items() if k not in _RESUME_FREE}
+    # a field added after the checkpoint was written counts as its default
+    defaults = dataclasses.asdict(TrainConfig())
+    saved = {
+        k: v for k, v in {**defaults, **ckpt["train_config"]}.items() if k not in _RESUME_FREE
+    }
     now = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _RESUME_FREE}
     mismatches += [
         f"{k}: checkpoint {saved.get(k)!r}, now {v!r}" for k, v in now.items() if saved.get(k) != v
@@ -604,7 +614,11 @@ def fit(
     perm = permutation(step // steps_per_epoch)
     # A rank whose distribution refused its parameters would leave the others waiting in the
     # all-reduce: under DDP invalid parameters show as a NaN loss instead, which every rank sees.
-    validation = pyro.validation_enabled(False) if ctx is not None else contextlib.nullcontext()
+    validation = (
+        pyro.validation_enabled(False)
+        if ctx is not None or not config.validate
+        else contextlib.nullcontext()
+    )
     validation.__enter__()
     try:
         while step < total_steps:
