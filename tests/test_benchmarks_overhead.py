@@ -79,3 +79,12 @@ def test_smoke_run_writes_the_table(tmp_path):
 def test_bad_settings_are_refused():
     with pytest.raises(SystemExit):
         overhead.main(["--reps", "0"])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_smoke_run_times_with_events(tmp_path):
+    argv = ["--models", "sparsevd-lenet300", "--batch-sizes", "16", "--reps", "2", "--steps", "1"]
+    table = overhead.main(
+        [*argv, "--train-subset", "200", "--devices", "cuda", "--out", str(tmp_path)]
+    )
+    assert list(table["device"]) == ["cuda"] and (table["zoo_peak_mib"] > 0).all()

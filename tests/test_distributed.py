@@ -29,20 +29,20 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _torchrun(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+def _torchrun(args: list[str], nproc: int = 2, check: bool = True) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-    proc = subprocess.run(
-        cmd + args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    cmd += ["--nproc-per-node", str(nproc), *args]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    if check:
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
 
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory) -> tuple[dict, dict, Path]:
     out = tmp_path_factory.mktemp("ddp")
-    _torchrun([str(ROOT / "tests" / "ddp_worker.py"), str(out)], out)
+    _torchrun([str(ROOT / "tests" / "ddp_worker.py"), str(out)])
     return torch.load(out / "rank0.pt"), torch.load(out / "rank1.pt"), out
 
 
@@ -86,33 +86,19 @@ def test_the_noise_differs_between_ranks_but_not_the_step(ranks):
 
 def test_cli_under_torchrun_writes_from_rank_0_only(tmp_path):
     out = tmp_path / "run"
-    proc = _torchrun(
-        [
-            "-m",
-            "zoo",
-            "train",
-            "logreg",
-            "--distributed",
-            "--device",
-            "cpu",
-            "--num-epochs",
-            "1",
-            "--batch-size",
-            "200",
-            "--eval-every",
-            "0",
-            "--no-progress",
-            "--no-plots",
-            "--out",
-            str(out),
-        ],
-        tmp_path,
-    )
+    args = ["-m", "zoo", "train", "logreg", "--distributed", "--device", "cpu"]
+    args += ["--num-epochs", "1", "--batch-size", "200", "--eval-every", "0", "--no-progress"]
+    args += ["--no-plots", "--out", str(out)]
+    proc = _torchrun(args)
     assert proc.stdout.count("training logreg") == 1  # one rank reports
     ckpt = load_checkpoint(out)
     assert ckpt["world_size"] == 2 and ckpt["step"] == 1437 // 400
     assert (out / "evaluation.json").exists()
     assert not list(out.glob("*.tmp")) and not list(out.glob(".*.tmp"))
+    # every rank's random state is kept, and so a different number of processes cannot resume
+    assert len(ckpt["rng_ranks"]) == 2
+    one = _torchrun([*args, "--resume"], nproc=1, check=False)
+    assert one.returncode != 0 and "written by 2 process(es), this run has 1" in one.stderr
 
 
 def test_distributed_without_a_process_group_is_a_clear_error(monkeypatch):
