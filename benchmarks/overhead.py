@@ -46,8 +46,10 @@ from pathlib import Path
 
 import pandas as pd
 import pyro
+import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
+from pyro.infer import ELBO, TraceMeanField_ELBO
 from torch import nn
 
 from benchmarks.common import header, load_data, markdown_table, torch_threads, write_results
@@ -83,11 +85,14 @@ class Pair:
     num_data: int
 
 
-def _zoo_side(zm: ZooModel, data: Dataset, batch: int, lr: float) -> tuple[Callable, Callable]:
+def _zoo_side(
+    zm: ZooModel, data: Dataset, batch: int, lr: float, elbo: ELBO | None = None
+) -> tuple[Callable, Callable]:
     """The step :func:`zoo.fit` takes (its loop body, without progress bar and bookkeeping)."""
     zm.to(data.device).train()
-    name = resolve_elbo(zm, TrainConfig(**zm.spec.train_defaults))
-    elbo = make_elbo(name, max_plate_nesting=zm.spec.max_plate_nesting)
+    if elbo is None:
+        name = resolve_elbo(zm, TrainConfig(**zm.spec.train_defaults))
+        elbo = make_elbo(name, max_plate_nesting=zm.spec.max_plate_nesting)
     model, guide = zm.callables()
     transform = zm.spec.batch_transform
     params = list(zm.parameters())
@@ -321,6 +326,60 @@ MISSING = {"hard-attention": "the hard-attention model is built on another branc
 
 
 # ---------------------------------------------------------------------------------------------
+# ablation: each speed-up of issue 8 undone in turn, on SparseVD LeNet-300-100
+
+
+def _normal_guide(zm: ZooModel) -> None:
+    """The sparse-VD guide as it was: a ``Normal`` through sigma, not ``LogVarianceNormal``."""
+
+    def distribution(site):
+        scale = (0.5 * site.log_sigma2.clamp(min=LOG_SIGMA2_MIN)).exp()
+        return dist.Normal(site.theta, scale).to_event(site.theta.dim())
+
+    for site in zm.guide.sites:
+        site.distribution = partial(distribution, site)
+
+
+#: name -> how the zoo's step is changed: (ELBO to use or None, change to the model or None,
+#: Pyro validation on).
+ABLATIONS: dict[str, tuple[type[ELBO] | None, Callable[[ZooModel], None] | None, bool]] = {
+    "Pyro's TraceMeanField_ELBO": (TraceMeanField_ELBO, None, False),
+    "weights drawn under the LRT": (
+        None,
+        lambda zm: setattr(zm.handler, "draw_weights", True),
+        False,
+    ),
+    "Normal guide (through sigma)": (None, _normal_guide, False),
+    "Pyro validation on": (None, None, True),
+}
+
+
+def ablation_pair(name: str, data: Dataset, batch: int, lr: float = 1e-3) -> Pair:
+    """The zoo's SparseVD LeNet-300-100 step against the same step with one change undone
+    (``ref_*`` is the undone one, so the ratio is now / before)."""
+    elbo_cls, change, validate = ABLATIONS[name]
+    sides = []
+    for undone in (False, True):
+        zm = _create("lenet300-loguniform", data, guide="sparse-vd")
+        elbo = elbo_cls(max_plate_nesting=1) if undone and elbo_cls else None
+        if undone and change is not None:
+            change(zm)
+        step, loss = _zoo_side(zm, data, batch, lr, elbo)
+        if undone and validate:
+            step = _validated(step)
+        sides.append((step, loss))
+    return Pair(sides[0][0], sides[1][0], sides[0][1], sides[1][1], data.num_train)
+
+
+def _validated(step: Callable[[], None]) -> Callable[[], None]:
+    def run() -> None:
+        with pyro.validation_enabled(True):
+            step()
+
+    return run
+
+
+# ---------------------------------------------------------------------------------------------
 # timing
 
 
@@ -437,10 +496,17 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--out", default="benchmarks/results/overhead")
     parser.add_argument("--note", default="", help="a line for the report (e.g. machine load)")
+    parser.add_argument(
+        "--ablation",
+        action="store_true",
+        help="instead: undo each speed-up in turn on SparseVD LeNet-300-100 (ablation.csv/.md)",
+    )
     args = parser.parse_args(argv)
     if args.reps < 1 or args.steps < 1:
         parser.error("--reps and --steps must be at least 1")
     devices = args.devices or ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
+    if args.ablation:
+        return _ablation(args, argv, devices)
     rows = []
     with torch_threads(args.threads), pyro.validation_enabled(args.validate):
         for device_name in devices:
@@ -456,6 +522,48 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                     print(f"{name} {device.type} B={batch}: ratio {rows[-1]['ratio']:.3f}")
     table = pd.DataFrame(rows)
     _report(table, args, argv, devices)
+    return table
+
+
+def _ablation(args, argv, devices) -> pd.DataFrame:
+    rows = []
+    with torch_threads(args.threads), pyro.validation_enabled(False):
+        for device_name in devices:
+            device = resolve_device(device_name)
+            data = load_data("fashion-mnist", args.data_dir, device, args.train_subset)
+            for batch in args.batch_sizes:
+                for name in ABLATIONS:
+                    torch.manual_seed(args.seed)
+                    timing = time_pair(
+                        ablation_pair(name, data, batch), device, args.reps, args.steps
+                    )
+                    rows.append(
+                        {
+                            "undone": name,
+                            "device": device.type,
+                            "batch": batch,
+                            "now_ms": timing["zoo_ms"],
+                            "undone_ms": timing["ref_ms"],
+                            "now / undone": timing["ratio"],
+                            "min": timing["ratio_min"],
+                            "max": timing["ratio_max"],
+                        }
+                    )
+                    print(f"{name} {device.type} B={batch}: {timing['ratio']:.3f}")
+    table = pd.DataFrame(rows)
+    md = header("Ablation of the zoo's speed-ups (SparseVD LeNet-300-100)", device, __name__, argv)
+    md = md.replace("python -m __main__", "python -m benchmarks.overhead")
+    md += (
+        "The zoo's training step against the same step with one speed-up undone, "
+        f"{args.reps} repetitions of alternating blocks of {args.steps} steps; medians of the "
+        "per-repetition ratios (below 1: the speed-up helps). Pyro validation off except in "
+        "its own row.\n\n"
+    )
+    if args.note:
+        md += f"Note: {args.note}\n\n"
+    md += markdown_table(table) + "\n"
+    write_results(Path(args.out), "ablation", table, md)
+    print(md)
     return table
 
 
