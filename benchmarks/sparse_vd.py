@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import math
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -39,10 +38,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmarks.common import header, load_data, markdown_table, torch_threads, write_results
+from benchmarks.overhead import sparse_vd_pair, time_pair
 from zoo import TrainConfig, create_model, fit
 from zoo.models.bnn import build_net, export_pruned, layer_report, plot
-from zoo.priors import sparse_vd_kl
-from zoo.train import make_elbo, resolve_device
+from zoo.train import resolve_device
 
 NETS = ("lenet300", "lenet5")
 #: Molchanov et al. (2017), Table 1 (MNIST): the targets of this benchmark's format.
@@ -116,94 +115,16 @@ def _error(model: nn.Module, data) -> float:
     return 100.0 * wrong / data.num_test
 
 
-def handwritten_sparse_vd_step(net: str, data, batch_size: int) -> Callable[[], None]:
-    """One step of a hand-written PyTorch SparseVD (LRT, the same KL) on the same architecture."""
-    config = create_model(_entry(net), data=data).config
-    plain = build_net(config, data.info).to(data.device)
-    layers = [m for m in plain.modules() if isinstance(m, nn.Linear | nn.Conv2d)]
-    thetas = [nn.Parameter(m.weight.detach().clone()) for m in layers]
-    log_sigma2 = [nn.Parameter(torch.full_like(t, -10.0)) for t in thetas]
-    biases = [m.bias for m in layers]
-    optimizer = torch.optim.Adam([*thetas, *log_sigma2, *biases], lr=1e-3)
-
-    def lrt(i: int, m: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-        op = F.linear if isinstance(m, nn.Linear) else F.conv2d
-        kwargs = {} if isinstance(m, nn.Linear) else {"stride": m.stride, "padding": m.padding}
-
-        def forward(x: torch.Tensor) -> torch.Tensor:
-            mean = op(x, thetas[i], biases[i], **kwargs)
-            var = op(x * x, log_sigma2[i].exp(), None, **kwargs)
-            return mean + (var + 1e-8).sqrt() * torch.randn_like(mean)
-
-        return forward
-
-    for i, m in enumerate(layers):
-        m.forward = lrt(i, m)  # this private copy of the net is never used plainly again
-    n = data.num_train
-
-    def step() -> None:
-        idx = torch.randint(n, (batch_size,), device=data.device)
-        nll = F.cross_entropy(plain(data.x_train[idx]), data.y_train[idx], reduction="sum")
-        kl = sum(
-            sparse_vd_kl((s - (t * t + 1e-8).log()).clamp(-8, 8)).sum()
-            for t, s in zip(thetas, log_sigma2, strict=True)
-        )
-        loss = n / batch_size * nll + kl
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    return step
-
-
-def zoo_sparse_vd_step(net: str, data, batch_size: int) -> Callable[[], None]:
-    """One training step of the zoo's SparseVD entry, as :func:`zoo.fit` takes it."""
-    zm = create_model(_entry(net), data=data, guide="sparse-vd").to(data.device)
-    model, guide = zm.callables()
-    elbo = make_elbo("meanfield", num_particles=1, vectorize_particles=False, max_plate_nesting=1)
-    optimizer = torch.optim.Adam(list(zm.parameters()), lr=1e-3)
-    n = data.num_train
-
-    def step() -> None:
-        idx = torch.randint(n, (batch_size,), device=data.device)
-        optimizer.zero_grad(set_to_none=True)
-        elbo.loss_and_grads(model, guide, data.x_train[idx], data.y_train[idx], num_data=n)
-        optimizer.step()
-
-    return step
-
-
 def speed(net: str, data, batch_size: int, rounds: int = 5, steps: int = 20) -> dict:
-    """ms per step of the zoo and the hand-written loop, timed in alternating blocks.
-
-    Alternating blocks of ``steps`` steps, ``rounds`` times, and keeping each side's fastest
-    block makes the ratio robust to other load on the machine.
-    """
+    """ms per step of the zoo and of the hand-written loop (:mod:`benchmarks.overhead`, which
+    holds both steps), in alternating blocks; medians over ``rounds``."""
     torch.manual_seed(0)
-    steps_by_name = {
-        "zoo": zoo_sparse_vd_step(net, data, batch_size),
-        "handwritten": handwritten_sparse_vd_step(net, data, batch_size),
-    }
-    best = dict.fromkeys(steps_by_name, math.inf)
-    for _ in range(rounds):
-        for name, step in steps_by_name.items():
-            step()  # warm-up of allocators and kernels
-            _sync(data.device)
-            started = time.perf_counter()
-            for _ in range(steps):
-                step()
-            _sync(data.device)
-            best[name] = min(best[name], 1000 * (time.perf_counter() - started) / steps)
+    timing = time_pair(sparse_vd_pair(net, data, batch_size), data.device, rounds, steps)
     return {
-        "zoo_ms_per_step": best["zoo"],
-        "handwritten_ms_per_step": best["handwritten"],
-        "ratio": best["zoo"] / best["handwritten"],
+        "zoo_ms_per_step": timing["zoo_ms"],
+        "handwritten_ms_per_step": timing["ref_ms"],
+        "ratio": timing["zoo_ms"] / timing["ref_ms"],  # of the medians
     }
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def train_sparse_vd(net: str, data, recipe: dict, args, dense: nn.Module | None, out: Path):
@@ -334,8 +255,9 @@ def _speed_table(args, argv, data, device, out: Path) -> pd.DataFrame:
     md += (
         "One SVI step (batch " + str(args.batch_size) + ", LRT, forward, backward, Adam) of the "
         "zoo's `<net>-loguniform` entry with the `sparse-vd` guide through Pyro's "
-        "TraceMeanField_ELBO, against the same step written in plain PyTorch. Fastest of 5 "
-        "alternating blocks of 20 steps each.\n\n"
+        "TraceMeanField_ELBO, against the same step written in plain PyTorch "
+        "(`benchmarks/overhead.py`). Medians of 5 alternating blocks of 20 steps each; "
+        "`python -m benchmarks.overhead` times every model.\n\n"
     )
     md += markdown_table(table)
     write_results(out, "sparse_vd_speed", table, md)

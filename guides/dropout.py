@@ -38,6 +38,7 @@ from pyro.nn import PyroModule
 from torch import nn
 from torch.distributions import constraints
 from torch.distributions.kl import register_kl
+from torch.distributions.utils import lazy_property
 
 from guides.meanfield import MeanFieldNormal
 from zoo.priors import (
@@ -53,6 +54,7 @@ __all__ = [
     "LOG_SIGMA2_MIN",
     "DropoutWeight",
     "GaussianDropout",
+    "LogVarianceNormal",
     "MCDropout",
     "MeanFieldGaussian",
     "SparseVD",
@@ -153,8 +155,48 @@ class _AdditiveNormal(PyroModule):
     def distribution(self) -> dist.TorchDistribution:
         # A floor of sigma^2 = e^-30 keeps sigma from underflowing to 0 in float32 (an invalid
         # Normal) and its log-density finite; no weight needs less noise than that.
-        scale = (0.5 * self.log_sigma2.clamp(min=LOG_SIGMA2_MIN)).exp()
-        return dist.Normal(self.theta, scale).to_event(self.theta.dim())
+        log_sigma2 = self.log_sigma2.clamp(min=LOG_SIGMA2_MIN)
+        return LogVarianceNormal(self.theta, log_sigma2).to_event(self.theta.dim())
+
+
+class LogVarianceNormal(dist.Normal):
+    """``N(loc, exp(log_variance))`` that keeps ``log sigma^2`` for the KL and the LRT.
+
+    The same distribution as ``Normal(loc, exp(log_variance / 2))``; the local
+    reparameterization reads ``variance`` and the registered KL ``log_variance`` directly, and
+    ``scale`` is computed only if something asks for it (sampling, ``log_prob``): on a step of
+    sparse VD under the LRT, nothing does.
+    """
+
+    def __init__(
+        self, loc: torch.Tensor, log_variance: torch.Tensor, validate_args: bool | None = None
+    ) -> None:
+        self.loc, self.log_variance = torch.broadcast_tensors(loc, log_variance)
+        TorchDistribution.__init__(self, self.loc.shape, validate_args=validate_args)
+
+    @lazy_property
+    def scale(self) -> torch.Tensor:  # type: ignore[override]
+        return (0.5 * self.log_variance).exp()
+
+    @property
+    def variance(self) -> torch.Tensor:
+        return self.log_variance.exp()
+
+    def expand(self, batch_shape, _instance=None):
+        batch_shape = torch.Size(batch_shape)
+        return LogVarianceNormal(
+            self.loc.expand(batch_shape), self.log_variance.expand(batch_shape), self._validate_args
+        )
+
+
+@register_kl(LogVarianceNormal, ImproperLogUniform)
+def _kl_log_variance_normal_loguniform(
+    q: LogVarianceNormal, p: ImproperLogUniform
+) -> torch.Tensor:
+    # log alpha = log sigma^2 - log theta^2, with the same eps as zoo.priors.log_alpha
+    la = (q.log_variance - (q.loc.square() + LOG_ALPHA_EPS).log()).clamp(*p.log_alpha_clip)
+    kl = sparse_vd_kl(la)
+    return kl.expand(torch.broadcast_shapes(kl.shape, p.batch_shape))
 
 
 class GaussianDropout(dist.Normal):
@@ -235,7 +277,11 @@ class WeightGuide(PyroModule):
         return [s.site for s in self.sites]
 
     def forward(self, *args: object, **kwargs: object) -> dict[str, torch.Tensor]:
-        return {s.site: pyro.sample(s.site, s.distribution()) for s in self.sites}
+        # "weight" lets guides.lrt skip the draw, which its layers never read (see there)
+        return {
+            s.site: pyro.sample(s.site, s.distribution(), infer={"weight": True})
+            for s in self.sites
+        }
 
     def posterior(self, name: str) -> dist.TorchDistribution:
         """``q`` of the site ``name``."""

@@ -13,6 +13,13 @@ convolutions.  No per-example weight is ever formed and the bias gets no noise (
 2017 found that noise on the bias caused the NaNs users reported).  Per example the output has
 exactly the distribution it has under a weight sample, and the estimator's variance is lower.
 
+With ``draw_weights=False`` the guide's weight sites (those a guide marks
+``infer={"weight": True}``, as :class:`guides.dropout.WeightGuide` does) are not sampled at all:
+the site's value is the posterior mean, a fresh tensor that only serves to find ``q`` again in
+the layer.  No weight noise is drawn that nothing reads.  This is exact only when the ELBO never
+reads those values either, i.e. when every such site has a closed-form ``KL(q || p)``, as with
+:class:`zoo.elbo.MeanFieldELBO` (which refuses a site without one).  The zoo's BNN entries use it.
+
 ``mode="per_example"`` instead draws a separate weight sample for every example (memory
 ``B x |W|``), the middle row of Kingma's Table 1.  Without the handler the layer uses the one
 weight sample the guide drew for the whole minibatch.
@@ -53,13 +60,16 @@ class LocalReparameterization(Messenger):
     """Effect handler that makes Bayesian layers sample activations instead of weights.
 
     :param mode: ``"lrt"`` (default) or ``"per_example"``; see the module docstring.
+    :param draw_weights: sample the guide's marked weight sites (the default) or put their
+        mean there; ``False`` needs an ELBO that uses closed-form KLs (module docstring).
     """
 
-    def __init__(self, mode: str = "lrt") -> None:
+    def __init__(self, mode: str = "lrt", *, draw_weights: bool = True) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         super().__init__()
         self.mode = mode
+        self.draw_weights = draw_weights
         # id(value) -> (weak reference to value, its distribution).  Weak, so a handler wrapped
         # around a whole training loop does not keep every step's weights and graphs alive.
         self._posteriors: dict[int, tuple[weakref.ref, Any]] = {}
@@ -78,6 +88,20 @@ class LocalReparameterization(Messenger):
         dead = [k for k, (ref, _) in self._posteriors.items() if ref() is None]
         for k in dead:
             del self._posteriors[k]
+
+    def _pyro_sample(self, msg: dict) -> None:
+        if (
+            self.draw_weights
+            or msg["value"] is not None
+            or msg["is_observed"]
+            or not msg["infer"].get("weight")
+        ):
+            return
+        fn = _base(msg["fn"])
+        if isinstance(fn, dist.Normal) or hasattr(fn, "dropout_input"):
+            # A new tensor object per call (a view, no copy): the layer finds q by its identity.
+            msg["value"] = fn.mean.detach().expand(msg["fn"].shape())
+            msg["infer"]["weight_not_drawn"] = True
 
     def _pyro_post_sample(self, msg: dict) -> None:
         if msg["type"] != "sample" or msg["is_observed"]:
@@ -145,7 +169,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> 
         out = torch.einsum("b...i,boi->b...o", x, w)
         return out if bias is None else out + bias
     mean = F.linear(x, q.loc, bias)
-    var = F.linear(x.square(), q.scale.square())
+    var = F.linear(x.square(), q.variance)
     return mean + (var + _VAR_EPS).sqrt() * torch.randn_like(mean)
 
 
@@ -182,5 +206,5 @@ def conv2d(
         out = out.reshape(batch, -1, *out.shape[2:])
         return out if bias is None else out + bias.reshape(1, -1, 1, 1)
     mean = F.conv2d(x, q.loc, bias, stride, padding, dilation, groups)
-    var = F.conv2d(x.square(), q.scale.square(), None, stride, padding, dilation, groups)
+    var = F.conv2d(x.square(), q.variance, None, stride, padding, dilation, groups)
     return mean + (var + _VAR_EPS).sqrt() * torch.randn_like(mean)

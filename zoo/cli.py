@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import re
 import sys
 import time
@@ -31,6 +32,7 @@ import pandas as pd
 import torch
 
 from zoo import data as zdata
+from zoo import distributed as zdist
 from zoo.registry import ZooModel, config_from_dict, create_model, get_spec, list_models
 from zoo.train import (
     DivergenceError,
@@ -192,11 +194,20 @@ def _cmd_train(argv: list[str]) -> int:
     kwargs = dict(spec.dataset_kwargs) if args.data == spec.dataset else {}
     dataset = _load_data(args.data, args.data_dir, kwargs)
     zm = create_model(name, data=dataset, guide=args.guide, seed=train_cfg.seed, **model_cfg)
-    print(
-        f"training {name} (guide {args.guide}, elbo {resolve_elbo(zm, train_cfg)}) on "
-        f"{dataset.name}: {dataset.num_train} train / {dataset.num_test} test examples"
-    )
-    result = fit(zm, dataset, config=train_cfg)
+    # under torchrun only rank 0 reports and writes; the others train and leave
+    main = not train_cfg.distributed or os.environ.get("RANK", "0") == "0"
+    if main:
+        print(
+            f"training {name} (guide {args.guide}, elbo {resolve_elbo(zm, train_cfg)}) on "
+            f"{dataset.name}: {dataset.num_train} train / {dataset.num_test} test examples"
+        )
+    try:
+        result = fit(zm, dataset, config=train_cfg)
+    finally:
+        if train_cfg.distributed:
+            zdist.finish()
+    if not main:
+        return 0
     metrics = {split: zm.evaluate(dataset, split) for split in ("train", "test")}
     out = Path(args.out)
     (out / "evaluation.json").write_text(json.dumps(metrics, indent=2))

@@ -31,6 +31,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyro
@@ -507,7 +508,23 @@ _RECIPE = {
 
 
 def _handler(config: BNNConfig) -> LocalReparameterization | None:
-    return None if config.reparam == "shared" else LocalReparameterization(config.reparam)
+    # The layers sample pre-activations and the KLs are closed-form: no weight is ever read, so
+    # none is drawn (guides.lrt, draw_weights).
+    if config.reparam == "shared":
+        return None
+    return LocalReparameterization(config.reparam, draw_weights=False)
+
+
+def _elbo_for(config: BNNConfig, train: Any = None) -> str:
+    """``meanfield`` unless the weights are shared draws: with the local reparameterization no
+    weight is drawn, and only the closed-form KLs of ``meanfield`` do without one."""
+    requested = None if train is None else train.elbo
+    if requested in (None, "meanfield") or config.reparam == "shared":
+        return requested or "meanfield"
+    raise ValueError(
+        f"reparam={config.reparam!r} trains with elbo 'meanfield' (closed-form KLs; the local "
+        f"reparameterization draws no weights), got {requested!r}; use reparam='shared' for it"
+    )
 
 
 def _register(name: str, description: str, config: BNNConfig, dataset: str, train: dict) -> None:
@@ -522,6 +539,7 @@ def _register(name: str, description: str, config: BNNConfig, dataset: str, trai
             guides=guides,
             default_guide=next(iter(guides)),
             elbo="meanfield",
+            elbo_for=_elbo_for,
             dataset=dataset,
             evaluate=evaluate,
             plot=plot,
