@@ -106,12 +106,13 @@ def accuracy(net: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 2000
     return right / x.shape[0]
 
 
-def _recipe(num_epochs: int, batch_size: int, lr: float) -> dict:
+def _recipe(args: argparse.Namespace) -> dict:
+    num_epochs = args.num_epochs
     return {
         "num_epochs": num_epochs,
-        "batch_size": batch_size,
-        "lr": lr,
-        "lr_schedule": "linear",
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "lr_schedule": args.lr_schedule,
         "lr_decay_start": 0.5,
         "kl_warmup_start": 5 / 200 * num_epochs,
         "kl_warmup_end": 20 / 200 * num_epochs,
@@ -131,7 +132,7 @@ def train_dense(
     config = create_model("lenet300-loguniform", data=data, hidden=tuple(args.hidden)).config
     net = dropout_net(build_net(config, data.info), args.input_dropout, args.dropout)
     net = net.to(data.device)
-    recipe = TrainConfig(**_recipe(args.num_epochs, args.batch_size, args.lr))
+    recipe = TrainConfig(**_recipe(args))
     optimizer = torch.optim.Adam(net.parameters(), lr=recipe.lr)
     n = data.num_train
     batch = min(recipe.batch_size, n)
@@ -184,7 +185,7 @@ def train_sparse_vd(
         return {}
 
     config = TrainConfig(
-        **_recipe(args.num_epochs, args.batch_size, args.lr),
+        **_recipe(args),
         device=str(data.device),
         seed=args.seed,
         progress=args.progress,
@@ -206,6 +207,12 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--num-epochs", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument(
+        "--lr-schedule",
+        choices=("linear", "constant"),
+        default="linear",
+        help="linear: decay to 0 over the second half (Molchanov et al.)",
+    )
     parser.add_argument("--dropout", type=float, default=0.5, help="dense net, hidden layers")
     parser.add_argument("--input-dropout", type=float, default=0.2, help="dense net, inputs")
     parser.add_argument("--eval-every", type=int, default=10, help="epochs between metrics")
@@ -276,13 +283,18 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> pd.DataFrame:
 
 def _settings(args, data: Dataset, chance: float, seconds: dict[str, float]) -> str:
     layers = " - ".join(map(str, [data.info.input_dim, *args.hidden, data.info.num_classes]))
+    schedule = (
+        "linear lr decay to 0 over the second half"
+        if args.lr_schedule == "linear"
+        else "constant lr"
+    )
     return (
         "## Settings\n\n"
         f"- data: {args.data}, the first {data.num_train} training images with labels shuffled "
         f"(seed {args.label_seed}); accuracy on the true labels of {data.num_test} test images\n"
         f"- net: fully connected {layers}, ReLU\n"
         f"- budget for both: {args.num_epochs} epochs, batch {args.batch_size}, Adam lr "
-        f"{args.lr:g}, linear lr decay to 0 over the second half\n"
+        f"{args.lr:g}, {schedule}\n"
         f"- dense: dropout {args.input_dropout:g} on the inputs, {args.dropout:g} on the hidden "
         "units; evaluated with dropout off\n"
         "- SparseVD: `lenet300-loguniform` with `sparse-vd`, LRT, KL weight 0 until "
