@@ -240,3 +240,17 @@ def test_bad_input_is_refused():
     zm = zoo.create_model("mlp-regressor-normal", seed=0)
     with pytest.raises(ValueError, match="not a classifier"):
         predictive_draws(zm, torch.zeros(3, *zm.info.input_shape))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_draws_scores_and_attacks_stay_on_the_device():
+    """On CUDA the draws, the scores and the adversarial inputs are computed where the model is."""
+    zm, data = _logreg("mc-dropout")
+    zm.to("cuda")
+    x, y = data.x_test[:64].cuda(), data.y_test[:64].cuda()
+    draws = predictive_draws(zm, x.cpu(), num_samples=3)
+    assert draws.is_cuda
+    assert all(s.is_cuda for s in uncertainty_scores(draws).values())
+    net = mean_net(zm)
+    assert fgsm(net, x, y, 0.1).is_cuda and pgd(net, x, y, 0.1, steps=2).is_cuda
+    assert 0 <= classification_metrics(draws, y)["acc"] <= 1
