@@ -39,16 +39,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from benchmarks import sparse_vd
 from benchmarks.common import (
     add_run_arguments,
     header,
@@ -126,37 +125,21 @@ def _due(epoch: int, args: argparse.Namespace) -> bool:
 def train_dense(
     data: Dataset, args: argparse.Namespace, record: Callable[[int, nn.Module], None]
 ) -> float:
-    """The dense net with binary dropout in plain PyTorch; ``record(epoch, net)`` at the
-    evaluation epochs.  Returns the training seconds (evaluation excluded)."""
+    """The dense net with binary dropout, trained by :func:`benchmarks.sparse_vd.train_dense`
+    (plain PyTorch); ``record(epoch, net)`` at the evaluation epochs.  Returns the training
+    seconds (evaluation excluded)."""
     torch.manual_seed(args.seed)
     config = create_model("lenet300-loguniform", data=data, hidden=tuple(args.hidden)).config
     net = dropout_net(build_net(config, data.info), args.input_dropout, args.dropout)
-    net = net.to(data.device)
-    recipe = TrainConfig(**_recipe(args))
-    optimizer = torch.optim.Adam(net.parameters(), lr=recipe.lr)
-    n = data.num_train
-    batch = min(recipe.batch_size, n)
-    steps = math.ceil(n / batch)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: recipe.lr_factor(step / steps)
-    )
-    gen = torch.Generator().manual_seed(args.seed)
-    seconds = 0.0
-    for epoch in range(1, recipe.num_epochs + 1):
-        started = time.perf_counter()
-        net.train()
-        perm = torch.randperm(n, generator=gen).to(data.device)
-        for pos in range(steps):
-            idx = perm[pos * batch : (pos + 1) * batch]
-            loss = F.cross_entropy(net(data.x_train[idx]), data.y_train[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-        seconds += time.perf_counter() - started
+
+    def on_epoch(epoch: int, model: nn.Module) -> None:
         if _due(epoch, args):
-            record(epoch, net.eval())
-    return seconds
+            record(epoch, model)
+
+    result = sparse_vd.train_dense(
+        "lenet300", data, _recipe(args), args.seed, args.progress, model=net, on_epoch=on_epoch
+    )
+    return result["seconds"]
 
 
 def train_sparse_vd(

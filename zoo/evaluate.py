@@ -41,6 +41,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -48,6 +49,9 @@ import torch.nn.functional as F
 from pyro import poutine
 from torch import nn
 from torch.distributions import Categorical
+
+if TYPE_CHECKING:  # zoo.registry imports zoo.data; keep this module light to import
+    from zoo.registry import ZooModel
 
 __all__ = [
     "SHIFTS",
@@ -194,7 +198,7 @@ def reliability_diagram(
 # Posterior predictive draws and their uncertainty
 
 
-def _batch_size(zm, batch_size: int | None) -> int:
+def _batch_size(zm: ZooModel, batch_size: int | None) -> int:
     size = getattr(zm.config, "eval_batch_size", 2000) if batch_size is None else batch_size
     if size < 1:
         raise ValueError(f"batch_size must be at least 1, got {size}")
@@ -203,7 +207,7 @@ def _batch_size(zm, batch_size: int | None) -> int:
 
 @torch.no_grad()
 def predictive_draws(
-    zm, x: torch.Tensor, num_samples: int | None = None, batch_size: int | None = None
+    zm: ZooModel, x: torch.Tensor, num_samples: int | None = None, batch_size: int | None = None
 ) -> torch.Tensor:
     """Class probabilities ``p(y | x_i, W_s)`` under ``num_samples`` posterior draws, ``(S, N, C)``.
 
@@ -407,7 +411,7 @@ def resize_images(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False).clamp(0, 1)
 
 
-def mean_net(zm) -> nn.Module:
+def mean_net(zm: ZooModel) -> nn.Module:
     """The deterministic network at the posterior mean (pruned where the entry prunes), from the
     entry's ``export`` hook, in eval mode on ``zm``'s device: the net an attacker differentiates.
 
