@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -70,13 +71,29 @@ def _entry(net: str) -> str:
     return f"{net}-loguniform"
 
 
-def train_dense(net: str, data, recipe: dict, seed: int, progress: bool) -> dict:
-    """The dense baseline in plain PyTorch; returns the model, its test error and step time."""
+def train_dense(
+    net: str,
+    data,
+    recipe: dict,
+    seed: int,
+    progress: bool,
+    model: nn.Module | None = None,
+    on_epoch: Callable[[int, nn.Module], None] | None = None,
+) -> dict:
+    """The dense baseline in plain PyTorch; returns the model, its test error and step time.
+
+    :param model: the network to train instead of ``net``'s plain architecture (e.g. one with
+        dropout layers), initialized by the caller; ``seed`` then only seeds the batch order.
+    :param on_epoch: ``(epoch, model)`` after every epoch (1-based), with the model in eval mode
+        and gradients off; its time is not counted in ``seconds``.
+    """
     from tqdm.auto import tqdm
 
-    torch.manual_seed(seed)
-    spec_config = create_model(_entry(net), data=data).config  # only the architecture is read
-    model = build_net(spec_config, data.info).to(data.device)
+    if model is None:
+        torch.manual_seed(seed)
+        spec_config = create_model(_entry(net), data=data).config  # only the architecture is read
+        model = build_net(spec_config, data.info)
+    model = model.to(data.device).train()
     config = TrainConfig(**recipe)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     n, batch = data.num_train, config.batch_size
@@ -86,8 +103,9 @@ def train_dense(net: str, data, recipe: dict, seed: int, progress: bool) -> dict
     )
     gen = torch.Generator().manual_seed(seed)
     started = time.perf_counter()
+    hook_seconds = 0.0
     with tqdm(total=steps * config.num_epochs, desc=f"{net} dense", disable=not progress) as bar:
-        for _ in range(config.num_epochs):
+        for epoch in range(config.num_epochs):
             perm = torch.randperm(n, generator=gen).to(data.device)
             for pos in range(steps):
                 idx = perm[pos * batch : (pos + 1) * batch]
@@ -97,7 +115,13 @@ def train_dense(net: str, data, recipe: dict, seed: int, progress: bool) -> dict
                 optimizer.step()
                 scheduler.step()
                 bar.update(1)
-    seconds = time.perf_counter() - started
+            if on_epoch is not None:
+                hook_started = time.perf_counter()
+                with torch.no_grad():
+                    on_epoch(epoch + 1, model.eval())
+                model.train()
+                hook_seconds += time.perf_counter() - hook_started
+    seconds = time.perf_counter() - started - hook_seconds
     return {
         "model": model.eval(),
         "error": _error(model, data),

@@ -147,6 +147,30 @@ def test_history_and_metrics_csv(ppca_data, tmp_path):
     assert not list(tmp_path.glob("*.tmp"))
 
 
+def test_on_epoch_runs_once_per_epoch_in_eval_mode_and_joins_the_history(ppca_data):
+    """The hook sees the model without gradients and in eval mode, once per epoch, and its
+    metrics land in that epoch's row; training mode is restored after it."""
+    zm = create_model("ppca", data=ppca_data, guide="amortized", latent_dim=3, seed=0)
+    seen = []
+
+    def on_epoch(model):
+        seen.append((model.model.training, torch.is_grad_enabled()))
+        return {"calls": float(len(seen))}
+
+    result = fit(
+        zm,
+        ppca_data,
+        num_epochs=3,
+        batch_size=400,
+        eval_every=0,
+        progress=False,
+        on_epoch=on_epoch,
+    )
+    assert seen == [(False, False)] * 3
+    assert result.history["calls"].tolist() == [1.0, 2.0, 3.0]
+    assert zm.model.training
+
+
 def _crash_after(zm, calls):
     """Make the model raise on its ``calls + 1``-th call, like a killed process."""
 

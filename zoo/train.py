@@ -33,7 +33,7 @@ import random
 import tempfile
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -459,6 +459,7 @@ def fit(
     y: torch.Tensor | None = None,
     *,
     config: TrainConfig | None = None,
+    on_epoch: Callable[[ZooModel], Mapping[str, float]] | None = None,
     **overrides: Any,
 ) -> FitResult:
     """Train ``zm`` (in place) by SVI on ``data``.
@@ -469,6 +470,8 @@ def fit(
     :param config: a :class:`TrainConfig`; the entry's training defaults for ``zm.config``
         (:meth:`~zoo.registry.ModelSpec.training_defaults`) on top of the dataclass defaults
         when omitted.
+    :param on_epoch: called with ``zm`` (in eval mode, without gradients) at the end of every
+        epoch; the metrics it returns join that epoch's history row (e.g. training-set accuracy).
     :param overrides: :class:`TrainConfig` fields replacing those of ``config``.
     :raises ValueError: for bad data (non-finite values, wrong shapes, missing labels), bad
         settings, or a checkpoint from a different run.
@@ -700,6 +703,13 @@ def fit(
                     (epoch + 1) % config.eval_every == 0 or step == total_steps
                 ):
                     row.update(_evaluate_epoch(zm, data))
+                if on_epoch is not None:
+                    zm.eval()
+                    try:
+                        with torch.no_grad():
+                            row.update(on_epoch(zm))
+                    finally:
+                        zm.train()
                 history.append(row)
                 epoch_loss = 0.0
                 epoch_start_time = time.perf_counter()
