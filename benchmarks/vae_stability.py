@@ -73,9 +73,9 @@ def run_one(
 ) -> list[dict[str, float]]:
     """Train ``args.steps`` SVI steps as :func:`zoo.fit` would (same ELBO, batch hook and
     objective, uniform minibatches), logging the probe every ``args.log_every`` steps."""
-    zm = create_model(
-        entry, data=data, seed=seed, estimator=estimator, encoder_min_scale=floor
-    ).to(data.device)
+    zm = create_model(entry, data=data, seed=seed, estimator=estimator, encoder_min_scale=floor).to(
+        data.device
+    )
     pyro.set_rng_seed(seed)
     reset_average_baseline()
     config = TrainConfig(batch_size=args.batch_size, lr=lr, seed=seed)

@@ -190,9 +190,7 @@ class LogVarianceNormal(dist.Normal):
 
 
 @register_kl(LogVarianceNormal, ImproperLogUniform)
-def _kl_log_variance_normal_loguniform(
-    q: LogVarianceNormal, p: ImproperLogUniform
-) -> torch.Tensor:
+def _kl_log_variance_normal_loguniform(q: LogVarianceNormal, p: ImproperLogUniform) -> torch.Tensor:
     # log alpha = log sigma^2 - log theta^2, with the same eps as zoo.priors.log_alpha
     la = (q.log_variance - (q.loc.square() + LOG_ALPHA_EPS).log()).clamp(*p.log_alpha_clip)
     kl = sparse_vd_kl(la)

@@ -419,9 +419,7 @@ def _check_resumable(ckpt: dict, zm: ZooModel, cfg: TrainConfig, num_data: int) 
         mismatches.append(f"model {ckpt['model']} != {zm.describe()}")
     # a field added after the checkpoint was written counts as its default
     defaults = dataclasses.asdict(TrainConfig())
-    saved = {
-        k: v for k, v in {**defaults, **ckpt["train_config"]}.items() if k not in _RESUME_FREE
-    }
+    saved = {k: v for k, v in {**defaults, **ckpt["train_config"]}.items() if k not in _RESUME_FREE}
     now = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _RESUME_FREE}
     mismatches += [
         f"{k}: checkpoint {saved.get(k)!r}, now {v!r}" for k, v in now.items() if saved.get(k) != v
@@ -699,8 +697,10 @@ def fit(
                     "lr": optimizer.param_groups[0]["lr"],
                     "seconds": time.perf_counter() - epoch_start_time,
                 }
-                if main and config.eval_every and (
-                    (epoch + 1) % config.eval_every == 0 or step == total_steps
+                if (
+                    main
+                    and config.eval_every
+                    and ((epoch + 1) % config.eval_every == 0 or step == total_steps)
                 ):
                     row.update(_evaluate_epoch(zm, data))
                 if on_epoch is not None:
