@@ -71,5 +71,5 @@ def test_vae_example_prints_what_it_claims(capsys):
     exec(compile(code, str(README), "exec"), namespace)
     assert namespace["vae"].elbo == "tracegraph"
     printed = float(re.search(r"tensor\((-?[\d.]+)\)", capsys.readouterr().out).group(1))
-    # the README says "about -27.0 nats"; measured -26.97 on one thread
-    assert abs(printed + 27.0) < 0.5
+    # the README says "about -27.7 nats"; measured -27.65 on one thread (score-function lr 3e-4)
+    assert abs(printed + 27.7) < 0.5
