@@ -192,6 +192,14 @@ class TileAttention(PyroModule):
                 logits = self.classifier((a.softmax(-1).unsqueeze(-1) * h).sum(-2))
             else:
                 infer = {"enumerate": "parallel"} if self.mode == "enum" else {}
+                if self.mode == "reinforce":
+                    # The guide proposes s from this same p(s|x), so log p(s|x) - log q(s|x)
+                    # is zero.  Its pathwise gradient is not: TraceGraph_ELBO would keep
+                    # grad log p(s|x) from the model while dropping grad log q(s|x) from the
+                    # guide (zero in expectation), which adds the noise of a cost of +1 that
+                    # no baseline removes.  Detached, the estimate is Williams' REINFORCE
+                    # exactly, E[grad log p(y|x_s) + (log p(y|x_s) - b) grad log p(s|x)].
+                    a = a.detach()
                 s = pyro.sample("s", dist.Categorical(logits=a), infer=infer)
                 # s is (B,) when sampled, (K, 1) when enumerated, (P, B) with vectorized
                 # particles: Vindex broadcasts the example index against all of them
