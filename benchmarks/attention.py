@@ -111,8 +111,12 @@ def _exact_gradient(zm: ZooModel, x: torch.Tensor, y: torch.Tensor, n: int) -> t
     """The exact gradient of the method's loss: the guide's site enumerated, if it has one."""
     params = attention_parameters(zm)
     _clear_grads(zm)
-    guide = zm.guide if zm.config.mode in ("soft", "enum") else config_enumerate(zm.guide)
-    TraceEnum_ELBO(max_plate_nesting=1).loss_and_grads(zm.model, guide, x, y, num_data=n)
+    if zm.config.mode == "soft":  # no latent: its one-sample ELBO is exact
+        elbo, guide = make_elbo("trace"), zm.guide
+    else:
+        elbo = TraceEnum_ELBO(max_plate_nesting=1)
+        guide = zm.guide if zm.config.mode == "enum" else config_enumerate(zm.guide)
+    elbo.loss_and_grads(zm.model, guide, x, y, num_data=n)
     grad = torch.cat([p.grad.reshape(-1) for p in params])
     _clear_grads(zm)
     return grad
@@ -348,9 +352,11 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> dict[str, pd.DataF
         final, curve, states, fitted = train_all(source, data, args)
         finals.append(final)
         curves.append(curve)
-        for zm in fitted.values():
+        for method, zm in fitted.items():
             zm.eval()
-            zm.spec.plot(zm, data, out / "maps", num=args.maps)
+            for path in zm.spec.plot(zm, data, out / "maps", num=args.maps):
+                # one file per method: the three REINFORCE runs share an entry name
+                path.replace(path.with_name(f"{source}_{method}_{path.name.split('_')[-1]}"))
         timings.append(pytorch_step_time(source, data, args, args.timing_steps))
         variances.append(variance_table(source, data, states, args))
     final = pd.concat(finals, ignore_index=True)
