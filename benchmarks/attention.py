@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import statistics
 import time
 from typing import Any
 
@@ -66,6 +67,7 @@ METHODS = {
     "amortized": ("amortized", "score-nn"),
 }
 SOURCES = ("digits", "fashion-mnist")
+PYTORCH = "pytorch loop (enum's loss)"
 
 
 def _entry(method: str, source: str) -> str:
@@ -191,7 +193,10 @@ def variance_table(
                     "parameters": point,
                     "method": method,
                     **v,
-                    "ratio_to_no_baseline": v["variance"] / ref if ref else float("nan"),
+                    # the same parameters are differentiated only by the REINFORCE variants
+                    "ratio_to_no_baseline": v["variance"] / ref
+                    if ref and method.startswith("reinforce")
+                    else float("nan"),
                 }
             )
     return pd.DataFrame(rows)
@@ -199,6 +204,10 @@ def variance_table(
 
 # --------------------------------------------------------------------------------------------
 # training
+
+
+def _binomial_se(p: float, n: int) -> float:
+    return math.sqrt(p * (1 - p) / n)
 
 
 def _steps_to(history: pd.DataFrame, fraction: float) -> int:
@@ -241,6 +250,11 @@ def train_all(
                 "posterior_attention_accuracy": last.get(
                     "test_posterior_attention_accuracy", float("nan")
                 ),
+                # binomial standard error of both accuracies on the test grids
+                "accuracy_se": _binomial_se(last["test_accuracy"], data.num_test),
+                "attention_accuracy_se": _binomial_se(
+                    last["test_attention_accuracy"], data.num_test
+                ),
                 "attention_entropy": last["test_attention_entropy"],
                 "nll": last["test_nll"],
                 "steps_to_95": _steps_to(h, 0.95),
@@ -251,32 +265,69 @@ def train_all(
     return pd.DataFrame(rows), pd.DataFrame(curves), states, fitted
 
 
-def pytorch_step_time(
-    source: str, data: Dataset, args: argparse.Namespace, steps: int
-) -> dict[str, Any]:
-    """Time a hand-written loop on the same network and the same exact loss as ``enum``:
-    ``-(N/B) sum_i log sum_s p(s|x_i) p(y_i|x_i, s)`` and Adam, no Pyro."""
-    zm = _create("enum", source, data, args.seed)
-    model = zm.model
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+def step_times(source: str, data: Dataset, args: argparse.Namespace) -> pd.DataFrame:
+    """Median milliseconds per optimizer step of every method, and of a hand-written PyTorch
+    loop minimizing ``enum``'s exact loss ``-(N/B) sum_i log sum_s p(s|x_i) p(y_i|x_i, s)`` on
+    the same network without Pyro, timed in interleaved rounds so that all see the same load.
+
+    A step is one ``loss_and_grads`` (or ``backward``) and one Adam step on a random minibatch,
+    without :func:`zoo.fit`'s bookkeeping.
+    """
+    n, batch = data.num_train, args.batch_size
     gen = torch.Generator().manual_seed(args.seed)
-    n = data.num_train
-    batches = [torch.randperm(n, generator=gen)[: args.batch_size] for _ in range(steps + 10)]
-    started = 0.0
-    for i, idx in enumerate(batches):
-        if i == 10:  # after a warm-up
-            started = time.perf_counter()
-        idx = idx.to(data.device)
+    steps: dict[str, Any] = {}
+    for method in args.methods:
+        zm = _create(method, source, data, args.seed)
+        elbo = make_elbo(resolve_elbo(zm, TrainConfig()), max_plate_nesting=1)
+        model, guide = zm.callables()
+        optimizer = torch.optim.Adam(zm.parameters(), lr=args.lr)
+
+        def step(idx: torch.Tensor, elbo=elbo, model=model, guide=guide, opt=optimizer) -> None:
+            opt.zero_grad(set_to_none=True)
+            elbo.loss_and_grads(model, guide, data.x_train[idx], data.y_train[idx], num_data=n)
+            opt.step()
+
+        steps[method] = step
+    net = _create("enum", source, data, args.seed).model
+    optimizer = torch.optim.Adam(net.parameters(), lr=args.lr)
+
+    def torch_step(idx: torch.Tensor) -> None:
         optimizer.zero_grad(set_to_none=True)
-        log_py, _ = model.predict(data.x_train[idx])
+        log_py, _ = net.predict(data.x_train[idx])
         loss = -(n / len(idx)) * log_py.gather(-1, data.y_train[idx][:, None]).sum()
         loss.backward()
         optimizer.step()
-    return {
-        "source": source,
-        "method": "pytorch loop (enum's loss)",
-        "ms_per_step": 1000 * (time.perf_counter() - started) / steps,
-    }
+
+    steps[PYTORCH] = torch_step
+    reset_average_baseline()
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    per_round = max(1, args.timing_steps // args.timing_rounds)
+    for r in range(args.timing_rounds + 1):
+        for name, step in steps.items():
+            batches = [
+                torch.randperm(n, generator=gen)[:batch].to(data.device) for _ in range(per_round)
+            ]
+            started = time.perf_counter()
+            for idx in batches:
+                step(idx)
+            if r > 0:  # round 0 warms up
+                times[name].append(1000 * (time.perf_counter() - started) / per_round)
+    reset_average_baseline()
+    ref = statistics.median(times[PYTORCH])
+    rows = []
+    for name, values in times.items():
+        ms = statistics.median(values)
+        rows.append(
+            {
+                "source": source,
+                "method": name,
+                "ms_per_step": ms,
+                "min_ms": min(values),
+                "max_ms": max(values),
+                "ratio_to_pytorch": ms / ref,
+            }
+        )
+    return pd.DataFrame(rows)
 
 
 # --------------------------------------------------------------------------------------------
@@ -299,7 +350,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--var-draws", type=int, default=200, help="gradient draws per row")
     parser.add_argument("--var-warmup", type=int, default=200, help="baseline fitting steps")
-    parser.add_argument("--timing-steps", type=int, default=200, help="steps of the torch loop")
+    parser.add_argument("--timing-steps", type=int, default=200, help="timed steps per method")
+    parser.add_argument("--timing-rounds", type=int, default=5, help="interleaved rounds")
     parser.add_argument("--maps", type=int, default=8, help="grids per attention map PNG")
     add_run_arguments(parser)
     parser.set_defaults(out="benchmarks/results/attention")
@@ -317,6 +369,7 @@ def main(argv: list[str] | None = None) -> dict[str, pd.DataFrame]:
         "--var-draws": args.var_draws >= 4,
         "--var-warmup": args.var_warmup >= 0,
         "--timing-steps": args.timing_steps >= 1,
+        "--timing-rounds": args.timing_rounds >= 1,
         "--threads": args.threads is None or args.threads >= 1,
     }
     bad = [flag for flag, ok in checks.items() if not ok]
@@ -357,15 +410,12 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> dict[str, pd.DataF
             for path in zm.spec.plot(zm, data, out / "maps", num=args.maps):
                 # one file per method: the three REINFORCE runs share an entry name
                 path.replace(path.with_name(f"{source}_{method}_{path.name.split('_')[-1]}"))
-        timings.append(pytorch_step_time(source, data, args, args.timing_steps))
+        timings.append(step_times(source, data, args))
         variances.append(variance_table(source, data, states, args))
     final = pd.concat(finals, ignore_index=True)
     curve = pd.concat(curves, ignore_index=True)
     variance = pd.concat(variances, ignore_index=True)
-    timing = pd.DataFrame(timings)
-    enum_ms = final[final["method"] == "enum"].set_index("source")["ms_per_step"]
-    timing["enum_ms_per_step"] = timing["source"].map(enum_ms)
-    timing["enum_over_pytorch"] = timing["enum_ms_per_step"] / timing["ms_per_step"]
+    timing = pd.concat(timings, ignore_index=True)
 
     md = header(
         "Attention as a latent variable: soft, enumerated, REINFORCE, amortized",
@@ -388,7 +438,12 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> dict[str, pd.DataF
         f"- wall time: {time.perf_counter() - started:.0f} s\n\n"
     )
     md += "## Final test metrics\n\n" + markdown_table(final) + "\n"
-    md += "## Time per step against a hand-written PyTorch loop\n\n"
+    md += (
+        "## Time per step against a hand-written PyTorch loop\n\n"
+        f"Median over {args.timing_rounds} interleaved rounds of "
+        f"{max(1, args.timing_steps // args.timing_rounds)} steps (bare steps; the final table's "
+        "`ms_per_step` is inside `zoo.fit`, whose epochs ran at different times).\n\n"
+    )
     md += markdown_table(timing) + "\n"
     md += "## Variance of the attention network's gradient at fixed parameters\n\n"
     md += markdown_table(variance) + "\n"

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY = (
     "--num-train 100 --num-test 60 --num-epochs 2 --batch-size 50 --var-draws 8 --var-warmup 4"
-    " --timing-steps 3 --maps 3 --threads 1 --no-progress"
+    " --timing-steps 4 --timing-rounds 2 --maps 3 --threads 1 --no-progress"
 ).split()
 
 
@@ -48,7 +48,10 @@ def test_tiny_run_writes_its_tables_and_maps(tmp_path):
             # (about 1; 8 draws make it a loose check)
             assert row["bias_z"] < 4, key
     timing = tables["timing"]
-    assert (timing["enum_over_pytorch"] > 0).all()
+    assert len(timing) == 2 * (len(METHODS) + 1)
+    assert (timing["ms_per_step"] > 0).all()
+    assert (timing["min_ms"] <= timing["ms_per_step"]).all()
+    assert (timing["ms_per_step"] <= timing["max_ms"]).all()
 
 
 def test_enum_is_required(tmp_path):
