@@ -83,7 +83,7 @@ def test_tiles_are_deterministic_per_seed_and_hold_one_object_each():
         assert (same.sum(-1) == 1).all()
         assert torch.equal(same.float().argmax(-1), loc)
         assert torch.equal(y, source_y[obj])
-        # every other tile holds clutter: some ink, and less than a whole image's worth
+        # every other tile holds clutter, never an empty tile at this clutter level
         clutter = tiles[~same]
         assert (clutter.amax(-1) > 0).all()
     # every tile position is used, roughly uniformly (300 draws over 9 tiles: ~33 each)
@@ -331,3 +331,17 @@ def test_cli_trains_an_attention_entry(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "traceenum" in text and "attention_accuracy" in text
     assert (out / "attention-enum_attention.png").is_file()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("mode", ["enum", "reinforce", "amortized"])
+def test_training_on_cuda_keeps_everything_on_the_device(mode, tmp_path):
+    data = load("cluttered-tiles", num_train=100, num_test=50, device="cuda")
+    assert data.extras["location_test"].is_cuda
+    zm = create_model(f"attention-{mode}", data=data, seed=0)
+    result = fit(zm, data, device="cuda", num_epochs=1, batch_size=50, progress=False)
+    assert result.device.type == "cuda"
+    assert all(p.is_cuda for p in zm.parameters())
+    metrics = zm.evaluate(data, "test")
+    assert 0 <= metrics["attention_accuracy"] <= 1
+    assert zm.spec.plot(zm, data, tmp_path)[0].is_file()
