@@ -85,7 +85,8 @@ class AttentionConfig:
     """Configuration of the attention family.
 
     :param mode: ``soft``, ``enum``, ``reinforce`` or ``amortized`` (see the module's docstring).
-    :param grid: tiles per side of the input, ``K = grid^2``.
+    :param grid: tiles per side of the input, ``K = grid^2``; must be the data's (the
+        ``grid`` of ``cluttered-tiles``), which the input's shape alone does not tell.
     :param hidden: hidden widths of the shared tile encoder (an MLP on one tile's pixels).
     :param feature_dim: width of a tile's features ``h_k``.
     :param attention_hidden: hidden width of the attention network ``a_k = w(h_k)``.
