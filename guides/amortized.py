@@ -107,6 +107,33 @@ def _scaled(net: nn.Module, scale: float, x: torch.Tensor) -> torch.Tensor:
     return scale * net(x).squeeze(-1)
 
 
+def baseline_infer(
+    estimator: str,
+    baseline_beta: float,
+    baseline: nn.Module | None,
+    inputs: torch.Tensor,
+    num_data: int | None,
+) -> dict:
+    """The ``infer`` dict of a score-function sample site in the data plate, for
+    :class:`pyro.infer.TraceGraph_ELBO`: nothing for ``reparam`` and ``score``, Pyro's
+    decaying-average baseline for ``score-avg``, and that average plus ``baseline(inputs)`` for
+    ``score-nn`` (one input row per example of the minibatch).
+    """
+    if estimator in ("reparam", "score"):
+        return {}
+    # Both baselines sit on the running average, as in NVIL (Mnih & Gregor 2014): the
+    # network then learns only the input-dependent residual.
+    options = {"use_decaying_avg_baseline": True, "baseline_beta": baseline_beta}
+    if estimator == "score-nn":
+        if baseline is None:
+            raise ValueError("estimator 'score-nn' needs a baseline network")
+        # The downstream cost carries the plate's N/B scale; b(x) predicts it per example.
+        plate_scale = 1.0 if num_data is None else num_data / inputs.shape[0]
+        options["nn_baseline"] = functools.partial(_scaled, baseline, plate_scale)
+        options["nn_baseline_input"] = inputs
+    return {"baseline": options}
+
+
 class AmortizedNormal(PyroModule):
     """``q(z | x) = N(z; m_phi(x), diag s_phi(x)^2)``, an MLP or conv encoder (Kingma & Welling,
     2014).
@@ -200,17 +227,9 @@ class AmortizedNormal(PyroModule):
         return loc, F.softplus(raw) + self.min_scale
 
     def _infer(self, x: torch.Tensor, num_data: int | None) -> dict:
-        if self.estimator == "reparam" or self.estimator == "score":
-            return {}
-        # Both baselines sit on the running average, as in NVIL (Mnih & Gregor 2014): the
-        # network then learns only the input-dependent residual.
-        options = {"use_decaying_avg_baseline": True, "baseline_beta": self.baseline_beta}
-        if self.estimator == "score-nn":
-            # The downstream cost carries the plate's N/B scale; b(x) predicts it per example.
-            plate_scale = 1.0 if num_data is None else num_data / x.shape[0]
-            options["nn_baseline"] = functools.partial(_scaled, self.baseline, plate_scale)
-            options["nn_baseline_input"] = x.reshape(x.shape[0], -1)
-        return {"baseline": options}
+        return baseline_infer(
+            self.estimator, self.baseline_beta, self.baseline, x.reshape(x.shape[0], -1), num_data
+        )
 
     def forward(
         self, x: torch.Tensor, y: torch.Tensor | None = None, num_data: int | None = None

@@ -10,6 +10,9 @@ Built-in datasets (see :func:`list_datasets`):
 * ``fashion-mnist`` and ``mnist`` -- read from the four IDX files on disk (never downloaded).
 * ``ppca-synthetic``, ``regression-synthetic``, ``classification-synthetic`` -- generated from a
   seed, with the ground truth kept in :attr:`Dataset.extras`.
+* ``cluttered-tiles`` -- grids of tiles cut from digits or Fashion-MNIST, one tile holding the
+  object and the others clutter, generated from a seed; the object's tile is kept in
+  :attr:`Dataset.extras` for evaluation only (the task of :mod:`zoo.models.attention`).
 
 User data goes through :func:`from_tensors`.
 
@@ -45,10 +48,12 @@ __all__ = [
     "DEBIAN_FASHION_MNIST_DIR",
     "DEFAULT_DATASET",
     "TASKS",
+    "TILE_SOURCES",
     "ZOO_DATA_ENV",
     "DataInfo",
     "Dataset",
     "IDXFormatError",
+    "compose_tiles",
     "dataset_info",
     "find_idx_files",
     "fingerprint",
@@ -1121,3 +1126,120 @@ def _load_classification(
     parts = _split_rows(x, y, num_train, device)
     extras = {"W": w.to(device), "b": b.to(device)}
     return (*parts, extras)
+
+
+# --------------------------------------------------------------------------------------------
+# Loaders: cluttered tiles, a task for attention as a latent variable
+# --------------------------------------------------------------------------------------------
+
+#: Image sets the cluttered tiles can be cut from, and the side of one tile for each.
+TILE_SOURCES = {"digits": 8, "fashion-mnist": 28, "mnist": 28}
+
+
+def _tiles_info(
+    *,
+    source: str,
+    grid: int,
+    clutter: int,
+    fragment: float,
+    num_train: int,
+    num_test: int,
+    seed: int,
+) -> DataInfo:
+    if source not in TILE_SOURCES:
+        raise ValueError(f"source must be one of {', '.join(TILE_SOURCES)}, got {source!r}")
+    _check_min("grid", grid, 2)
+    _check_min("clutter", clutter, 0)
+    if not 0.0 < fragment < 1.0:
+        raise ValueError(f"fragment must lie strictly between 0 and 1, got {fragment}")
+    _check_min("num_train", num_train, 1)
+    _check_min("num_test", num_test, 1)
+    _check_min("seed", seed, 0)
+    side = grid * TILE_SOURCES[source]
+    return DataInfo((1, side, side), "classification", num_classes=10, image_shape=(side, side))
+
+
+def compose_tiles(
+    images: torch.Tensor,
+    num: int,
+    grid: int,
+    clutter: int,
+    fragment: float,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Draw ``num`` cluttered grids of ``grid x grid`` tiles from the square ``images``.
+
+    One tile, chosen uniformly, holds a whole image (the object); every other tile holds
+    ``clutter`` square fragments, of side ``round(fragment * T)``, cut at random places from
+    random images other than the object and pasted at random places (overlaps keep the brighter
+    pixel).  The clutter has the strokes and intensities of real objects, so the label cannot be
+    read off a single pixel and the model has to find the object.
+
+    :param images: ``(M, T, T)`` source images.
+    :returns: the grids ``(num, 1, grid T, grid T)``, the object's tile ``(num,)`` (row-major)
+        and the object's index into ``images`` ``(num,)``.
+    """
+    m, t, _ = images.shape
+    k = grid * grid
+    obj = torch.randint(m, (num,), generator=generator)
+    loc = torch.randint(k, (num,), generator=generator)
+    canvas = images.new_zeros(num * k, t, t)
+    if clutter > 0 and m > 1:
+        f = min(t, max(1, round(fragment * t)))
+        n = num * k * clutter
+        owner = torch.arange(num).repeat_interleave(k * clutter)
+        # an offset in 1..M-1 never lands on the example's own object
+        src = (obj[owner] + torch.randint(1, m, (n,), generator=generator)) % m
+        crop = torch.randint(t - f + 1, (2, n), generator=generator)
+        paste = torch.randint(t - f + 1, (2, n), generator=generator)
+        ar = torch.arange(f)
+        rows, cols = crop[0, :, None] + ar, crop[1, :, None] + ar
+        patches = images[src[:, None, None], rows[:, :, None], cols[:, None]]
+        tile = torch.arange(num * k).repeat_interleave(clutter)
+        flat = (
+            tile[:, None, None] * t * t
+            + (paste[0, :, None] + ar)[:, :, None] * t
+            + (paste[1, :, None] + ar)[:, None]
+        )
+        canvas.view(-1).scatter_reduce_(0, flat.reshape(-1), patches.reshape(-1), reduce="amax")
+    canvas = canvas.view(num, k, t, t)
+    canvas[torch.arange(num), loc] = images[obj]
+    grids = canvas.view(num, grid, grid, t, t).permute(0, 1, 3, 2, 4).reshape(num, 1, grid * t, -1)
+    return grids.contiguous(), loc, obj
+
+
+@_register("cluttered-tiles", _tiles_info)
+def _load_cluttered_tiles(
+    *,
+    data_dir: str | os.PathLike[str] | None,
+    device: torch.device,
+    source: str = "digits",
+    grid: int = 3,
+    clutter: int = 3,
+    fragment: float = 0.5,
+    num_train: int = 5000,
+    num_test: int = 1000,
+    seed: int = 0,
+) -> _Parts:
+    # The training grids are cut from the source's training split and the test grids from its
+    # test split, so no test object was ever seen in training.
+    base = load(source, data_dir=data_dir, device="cpu")
+    gen = torch.Generator().manual_seed(seed)
+    parts = {}
+    for split, x, y, num in (
+        ("train", base.x_train, base.y_train, num_train),
+        ("test", base.x_test, base.y_test, num_test),
+    ):
+        grids, loc, obj = compose_tiles(x[:, 0], num, grid, clutter, fragment, gen)
+        parts[split] = (grids.to(device), y[obj].to(device), loc.to(device), obj.to(device))
+    extras = {
+        "class_names": list(base.extras["class_names"]),
+        "grid": grid,
+        "tile_size": TILE_SOURCES[source],
+        # ground truth for evaluation only: the models never see it
+        "location_train": parts["train"][2],
+        "location_test": parts["test"][2],
+        "object_index_train": parts["train"][3],
+        "object_index_test": parts["test"][3],
+    }
+    return parts["train"][0], parts["train"][1], parts["test"][0], parts["test"][1], extras

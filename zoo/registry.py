@@ -65,6 +65,9 @@ class ModelSpec:
     :param max_plate_nesting: passed to the ELBO (needed for vectorized particles and enumeration).
     :param evaluate: ``(zoo_model, x, y) -> dict[str, float]`` family metrics on one split; cheap
         enough to run at every epoch.
+    :param evaluate_with_extras: also pass ``extras=`` (the dataset's :attr:`~zoo.data.Dataset.
+        extras`) and ``split=`` to ``evaluate``, for metrics against ground truth that the model
+        never sees (attention: the object's true tile).
     :param plot: ``(zoo_model, dataset, out_dir) -> list[Path]`` writes the family's PNGs.
     :param post_step: ``(zoo_model) -> None``, run under ``no_grad`` after every optimizer step:
         closed-form coordinate updates such as the ARD precisions of Bayesian PCA.
@@ -110,6 +113,7 @@ class ModelSpec:
     dataset_kwargs: Mapping[str, Any] = field(default_factory=dict)
     max_plate_nesting: int = 1
     evaluate: Callable[..., dict[str, float]] | None = None
+    evaluate_with_extras: bool = False
     plot: Callable[..., list] | None = None
     post_step: Callable[[ZooModel], None] | None = None
     train_defaults: Mapping[str, Any] = field(default_factory=dict)
@@ -315,9 +319,10 @@ class ZooModel:
         x, y = (data.x_train, data.y_train) if split == "train" else (data.x_test, data.y_test)
         if x.shape[0] == 0:
             return {}
+        kwargs = {"extras": data.extras, "split": split} if self.spec.evaluate_with_extras else {}
         with torch.no_grad():
             return self.spec.evaluate(
-                self, x.to(self.device), None if y is None else y.to(self.device)
+                self, x.to(self.device), None if y is None else y.to(self.device), **kwargs
             )
 
 

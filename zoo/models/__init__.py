@@ -1,3 +1,3 @@
 """Model families, one file each. Importing this package registers every family."""
 
-from zoo.models import bnn, ppca, vae  # noqa: F401
+from zoo.models import attention, bnn, ppca, vae  # noqa: F401
