@@ -285,13 +285,18 @@ def final_bounds(
 # Main
 
 
+def add_vae_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--data``, ``--data-dir`` and ``--entry``: the VAE benchmarks' model and data."""
+    parser.add_argument("--data", default="fashion-mnist", help="fashion-mnist, mnist or digits")
+    parser.add_argument("--data-dir", default=None, help="folder with the IDX files")
+    parser.add_argument("--entry", default="vae-fashion", help="a registered VAE entry")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.vae", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--data", default="fashion-mnist", help="fashion-mnist, mnist or digits")
-    parser.add_argument("--data-dir", default=None, help="folder with the IDX files")
-    parser.add_argument("--entry", default="vae-fashion", help="a registered VAE entry")
+    add_vae_arguments(parser)
     parser.add_argument("--estimators", nargs="+", choices=ESTIMATORS, default=list(ESTIMATORS))
     parser.add_argument("--latent-dim", type=int, default=None, help="the entry's by default")
     parser.add_argument("--hidden", type=int, nargs="+", default=None, help="the entry's")

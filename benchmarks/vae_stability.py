@@ -47,6 +47,7 @@ from benchmarks.common import (
     torch_threads,
     write_results,
 )
+from benchmarks.vae import add_vae_arguments
 from guides.amortized import ESTIMATORS, reset_average_baseline
 from zoo import TrainConfig, ZooModel, create_model, get_spec
 from zoo.data import Dataset
@@ -142,9 +143,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.vae_stability", description=__doc__.split("\n\n")[0]
     )
-    parser.add_argument("--data", default="fashion-mnist", help="fashion-mnist, mnist or digits")
-    parser.add_argument("--data-dir", default=None, help="folder with the IDX files")
-    parser.add_argument("--entry", default="vae-fashion", help="a registered VAE entry")
+    add_vae_arguments(parser)
     parser.add_argument("--estimator", choices=ESTIMATORS, default="score-avg")
     parser.add_argument("--lrs", type=float, nargs="+", default=[1e-3, 3e-4])
     parser.add_argument("--floors", type=float, nargs="+", default=[1e-4, 1e-2])
