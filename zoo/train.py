@@ -100,7 +100,7 @@ class TrainConfig:
     :param progress: show a tqdm progress bar.
     :param validate: ``False`` turns Pyro's argument validation off for the run (its checks of
         every distribution's arguments, trace shapes and support, at every step: a LeNet-300-100
-        step at batch 100 took 1.49x the hand-written one with them, 1.20x without, in
+        step at batch 100 took 1.52x the hand-written one with them, 1.19x without, in
         ``benchmarks/results/overhead*``); a divergence then shows
         as a non-finite loss instead of a distribution refusing its parameters.  ``True``
         leaves Pyro's global setting (on by default).
