@@ -155,6 +155,24 @@ def _create(name: str, data: Dataset, **kwargs) -> ZooModel:
     return create_model(name, data=data, seed=0, **kwargs)
 
 
+def _pair(
+    zm: ZooModel,
+    reference: Callable[[ZooModel], nn.Module],
+    data: Dataset,
+    batch: int,
+    lr: float,
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> Pair:
+    """The zoo's step for ``zm`` and the step of ``reference(zm)``, a plain module built from
+    ``zm``'s initial parameters with a ``neg_elbo(x, y, num_data)`` method."""
+    zoo_step, zoo_loss = _zoo_side(zm, data, batch, lr)
+    ref = reference(zm).to(data.device)
+    n = data.num_train
+    neg_elbo = partial(ref.neg_elbo, num_data=n)
+    ref_step = _ref_side(ref, neg_elbo, data, batch, lr, transform)
+    return Pair(zoo_step, ref_step, zoo_loss, neg_elbo, n)
+
+
 # ---------------------------------------------------------------------------------------------
 # Sparse VD (Molchanov et al. 2017, eq. 14 and sec. 4.2) with the LRT (Kingma et al. 2015)
 
@@ -205,11 +223,7 @@ class _SparseVDNet(nn.Module):
 def sparse_vd_pair(net: str, data: Dataset, batch: int, lr: float = 1e-3) -> Pair:
     """SparseVD on ``lenet300`` or ``lenet5`` (the ``<net>-loguniform`` entry, ``sparse-vd``)."""
     zm = _create(f"{net}-loguniform", data, guide="sparse-vd")
-    zoo_step, zoo_loss = _zoo_side(zm, data, batch, lr)
-    ref = _SparseVDNet(zm).to(data.device)
-    n = data.num_train
-    neg_elbo = partial(ref.neg_elbo, num_data=n)
-    return Pair(zoo_step, _ref_side(ref, neg_elbo, data, batch, lr), zoo_loss, neg_elbo, n)
+    return _pair(zm, _SparseVDNet, data, batch, lr)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -265,13 +279,8 @@ class _VAE(nn.Module):
 def vae_pair(data: Dataset, batch: int, lr: float = 1e-3) -> Pair:
     """The ``vae-fashion`` entry (MLP 784-400-50, ReLU, Bernoulli, dynamic binarization)."""
     zm = _create("vae-fashion", data)
-    zoo_step, zoo_loss = _zoo_side(zm, data, batch, lr)
-    ref = _VAE(zm).to(data.device)
-    n = data.num_train
-    neg_elbo = partial(ref.neg_elbo, num_data=n)
     # dynamic binarization, as the zoo's batch transform does (after its [0, 1] check)
-    ref_step = _ref_side(ref, neg_elbo, data, batch, lr, transform=torch.bernoulli)
-    return Pair(zoo_step, ref_step, zoo_loss, neg_elbo, n)
+    return _pair(zm, _VAE, data, batch, lr, transform=torch.bernoulli)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -311,11 +320,7 @@ class _PPCA(nn.Module):
 def ppca_pair(data: Dataset, batch: int, lr: float = 0.1) -> Pair:
     """The ``ppca`` entry (latent 2) with its exact-posterior guide, Trace_ELBO."""
     zm = _create("ppca", data)
-    zoo_step, zoo_loss = _zoo_side(zm, data, batch, lr)
-    ref = _PPCA(zm).to(data.device)
-    n = data.num_train
-    neg_elbo = partial(ref.neg_elbo, num_data=n)
-    return Pair(zoo_step, _ref_side(ref, neg_elbo, data, batch, lr), zoo_loss, neg_elbo, n)
+    return _pair(zm, _PPCA, data, batch, lr)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -350,11 +355,7 @@ class _HardAttention(nn.Module):
 def attention_pair(data: Dataset, batch: int, lr: float = 1e-3) -> Pair:
     """The ``attention-enum`` entry (3 x 3 cluttered digit tiles) with ``TraceEnum_ELBO``."""
     zm = _create("attention-enum", data)
-    zoo_step, zoo_loss = _zoo_side(zm, data, batch, lr)
-    ref = _HardAttention(zm).to(data.device)
-    n = data.num_train
-    neg_elbo = partial(ref.neg_elbo, num_data=n)
-    return Pair(zoo_step, _ref_side(ref, neg_elbo, data, batch, lr), zoo_loss, neg_elbo, n)
+    return _pair(zm, _HardAttention, data, batch, lr)
 
 
 #: name -> (builder(data, batch) -> Pair, default dataset).
