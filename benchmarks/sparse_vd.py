@@ -34,6 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
+import pyro
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -141,9 +142,11 @@ def _error(model: nn.Module, data) -> float:
 
 def speed(net: str, data, batch_size: int, rounds: int = 5, steps: int = 20) -> dict:
     """ms per step of the zoo and of the hand-written loop (:mod:`benchmarks.overhead`, which
-    holds both steps), in alternating blocks; medians over ``rounds``."""
+    holds both steps), in alternating blocks; medians over ``rounds``.  Pyro's validation is off,
+    as in ``python -m benchmarks.overhead`` and ``fit(validate=False)``."""
     torch.manual_seed(0)
-    timing = time_pair(sparse_vd_pair(net, data, batch_size), data.device, rounds, steps)
+    with pyro.validation_enabled(False):
+        timing = time_pair(sparse_vd_pair(net, data, batch_size), data.device, rounds, steps)
     return {
         "zoo_ms_per_step": timing["zoo_ms"],
         "handwritten_ms_per_step": timing["ref_ms"],
@@ -278,9 +281,10 @@ def _speed_table(args, argv, data, device, out: Path) -> pd.DataFrame:
     )
     md += (
         "One SVI step (batch " + str(args.batch_size) + ", LRT, forward, backward, Adam) of the "
-        "zoo's `<net>-loguniform` entry with the `sparse-vd` guide through Pyro's "
-        "TraceMeanField_ELBO, against the same step written in plain PyTorch "
-        "(`benchmarks/overhead.py`). Medians of 5 alternating blocks of 20 steps each; "
+        "zoo's `<net>-loguniform` entry with the `sparse-vd` guide through the `meanfield` "
+        "ELBO (zoo.elbo.MeanFieldELBO), Pyro's validation off, against the same step written "
+        "in plain PyTorch (`benchmarks/overhead.py`). Medians of 5 alternating blocks of 20 "
+        "steps each; "
         "`python -m benchmarks.overhead` times every model.\n\n"
     )
     md += markdown_table(table)
