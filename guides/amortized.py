@@ -21,6 +21,7 @@ import functools
 import itertools
 import math
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import pyro
 import pyro.distributions as dist
@@ -100,6 +101,39 @@ class ScoreFunctionIndependent(dist.Independent):
     """
 
     has_rsample = False
+
+
+def estimator_problems(
+    estimator: str, baseline_beta: float, allowed: Sequence[str] = ESTIMATORS
+) -> list[str]:
+    """What is wrong with a gradient estimator's settings (empty when nothing is), for the
+    configs that collect their problems and the guides that raise them."""
+    problems = []
+    if estimator not in allowed:
+        problems.append(f"estimator must be one of {tuple(allowed)}, got {estimator!r}")
+    if not 0 <= baseline_beta < 1:
+        problems.append(f"baseline_beta must lie in [0, 1), got {baseline_beta}")
+    return problems
+
+
+def check_estimator(
+    estimator: str, baseline_beta: float, allowed: Sequence[str] = ESTIMATORS
+) -> None:
+    """:raises ValueError: naming every problem :func:`estimator_problems` finds."""
+    problems = estimator_problems(estimator, baseline_beta, allowed)
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
+def refuse_vectorized_neural_baseline(estimator: str, train: Any = None) -> None:
+    """:raises ValueError: for the neural baseline with ``train.vectorize_particles``: Pyro
+    checks that ``b`` has the downstream cost's shape, and ``b``'s output has no particle
+    dimension."""
+    if train is not None and train.vectorize_particles and estimator == "score-nn":
+        raise ValueError(
+            "estimator 'score-nn' cannot vectorize particles: the neural baseline has no "
+            "particle dimension; use num_particles without vectorize_particles"
+        )
 
 
 def _scaled(net: nn.Module, scale: float, x: torch.Tensor) -> torch.Tensor:
@@ -183,12 +217,9 @@ class AmortizedNormal(PyroModule):
             raise ValueError(
                 f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}"
             )
-        if estimator not in ESTIMATORS:
-            raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
+        check_estimator(estimator, baseline_beta)
         if not min_scale > 0:
             raise ValueError(f"min_scale must be positive, got {min_scale}")
-        if not 0 <= baseline_beta < 1:
-            raise ValueError(f"baseline_beta must lie in [0, 1), got {baseline_beta}")
         layers: list[nn.Module] = []
         width = int(input_dim)
         if channels:

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from pyro.nn import PyroModule
 from torch import nn
 
-from guides.amortized import ESTIMATORS, baseline_infer, mlp
+from guides.amortized import ESTIMATORS, baseline_infer, check_estimator, mlp
 from zoo.models.base import data_plate
 
 __all__ = [
@@ -80,13 +80,6 @@ class NoGuide(nn.Module):
         return None
 
 
-def _check_estimator(estimator: str, baseline_beta: float) -> None:
-    if estimator not in SCORE_ESTIMATORS:
-        raise ValueError(f"estimator must be one of {SCORE_ESTIMATORS}, got {estimator!r}")
-    if not 0 <= baseline_beta < 1:
-        raise ValueError(f"baseline_beta must lie in [0, 1), got {baseline_beta}")
-
-
 class _ScoreFunctionGuide(PyroModule):
     """What both sampling guides share: the estimator, its baselines and the site ``s``."""
 
@@ -99,7 +92,7 @@ class _ScoreFunctionGuide(PyroModule):
         baseline_hidden: Sequence[int],
     ) -> None:
         super().__init__()
-        _check_estimator(estimator, baseline_beta)
+        check_estimator(estimator, baseline_beta, SCORE_ESTIMATORS)
         self.estimator = estimator
         self.baseline_beta = float(baseline_beta)
         self.num_classes = int(num_classes)

@@ -198,6 +198,8 @@ def test_bad_input_gives_clear_errors():
         create_model("vae-digits", likelihood="poisson")
     with pytest.raises(ValueError, match="activation must be one of"):
         create_model("vae-digits", activation="swish")
+    with pytest.raises(ValueError, match="baseline_beta must lie in"):
+        vae.VAEConfig(estimator="score-avg", baseline_beta=1.0)  # refused by the config itself
     with pytest.raises(ValueError, match="encoder_min_scale must be positive"):
         create_model("vae-digits", encoder_min_scale=0.0)
     data = from_tensors(torch.rand(20, 1, 8, 8) * 2)  # intensities up to 2

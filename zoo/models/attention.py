@@ -50,7 +50,12 @@ from pyro.nn import PyroModule
 from pyro.ops.indexing import Vindex
 from torch import nn
 
-from guides.amortized import mlp, resize_average_baseline
+from guides.amortized import (
+    estimator_problems,
+    mlp,
+    refuse_vectorized_neural_baseline,
+    resize_average_baseline,
+)
 from guides.attention import (
     SCORE_ESTIMATORS,
     NoGuide,
@@ -128,10 +133,7 @@ class AttentionConfig:
                 "hidden, feature_dim, attention_hidden and the baseline and guide "
                 "widths must be positive"
             )
-        if self.estimator not in SCORE_ESTIMATORS:
-            problems.append(f"estimator must be one of {SCORE_ESTIMATORS}, got {self.estimator!r}")
-        if not 0 <= self.baseline_beta < 1:
-            problems.append(f"baseline_beta must lie in [0, 1), got {self.baseline_beta}")
+        problems += estimator_problems(self.estimator, self.baseline_beta, SCORE_ESTIMATORS)
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -398,15 +400,8 @@ def elbo_for(config: AttentionConfig, train: Any = None) -> str:
         raise ValueError(
             f"attention mode {config.mode!r} trains with elbo {elbo!r}, got {requested!r}"
         )
-    if (
-        train is not None
-        and train.vectorize_particles
-        and config.mode in ("reinforce", "amortized")
-        and config.estimator == "score-nn"
-    ):
-        raise ValueError(
-            "estimator 'score-nn' cannot vectorize particles: b(x, y) has no particle dimension"
-        )
+    if config.mode in ("reinforce", "amortized"):
+        refuse_vectorized_neural_baseline(config.estimator, train)
     return elbo
 
 

@@ -53,11 +53,12 @@ from pyro.poutine.util import site_is_subsample
 from torch import nn
 
 from guides.amortized import (
-    ESTIMATORS,
     AmortizedNormal,
     activation,
     conv_sizes,
+    estimator_problems,
     mlp,
+    refuse_vectorized_neural_baseline,
     resize_average_baseline,
 )
 from zoo.data import DataInfo, Dataset
@@ -131,8 +132,7 @@ class VAEConfig:
             problems.append("arch='conv' needs at least one channel width")
         if self.likelihood not in LIKELIHOODS:
             problems.append(f"likelihood must be one of {LIKELIHOODS}, got {self.likelihood!r}")
-        if self.estimator not in ESTIMATORS:
-            problems.append(f"estimator must be one of {ESTIMATORS}, got {self.estimator!r}")
+        problems += estimator_problems(self.estimator, self.baseline_beta)
         if not self.min_scale > 0:
             problems.append(f"min_scale must be positive, got {self.min_scale}")
         if not self.encoder_min_scale > 0:
@@ -502,11 +502,7 @@ def elbo_for(config: VAEConfig, train: Any = None) -> str:
             f"{requested!r}"
             + (" (only TraceGraph_ELBO uses baselines)" if "-" in config.estimator else "")
         )
-    if train is not None and train.vectorize_particles and config.estimator == "score-nn":
-        raise ValueError(
-            "estimator 'score-nn' cannot vectorize particles: the baseline b(x) has no particle "
-            "dimension; use num_particles without vectorize_particles"
-        )
+    refuse_vectorized_neural_baseline(config.estimator, train)
     return requested or allowed[0]
 
 
