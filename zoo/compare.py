@@ -1115,7 +1115,8 @@ def _warnings(result: ElpdResult, vi_khat: float, nuts: NUTSReference | None = N
     ``vi_khat`` then shows it.  Likewise chains that never mixed (a BNN's modes) make a "reference"
     that is none; R-hat above 1.01 (Vehtari et al. 2021) and divergences say so in the row.
     """
-    parts = [result.summary()] if result.summary() else []
+    summary = result.summary()
+    parts = [summary] if summary else []
     if math.isfinite(vi_khat) and vi_khat > KHAT_OK:
         parts.append(f"q far from posterior (vi k={vi_khat:.2g})")
     if nuts is not None:

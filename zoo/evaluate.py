@@ -1,6 +1,7 @@
 """Predictive metrics of classifiers: calibration, uncertainty, OOD and adversarial detection.
 
-* :func:`predictive_draws` -- ``S`` posterior draws of the class probabilities
+* :func:`posterior_draws` -- any quantity of the model replayed on ``S`` fresh guide draws;
+  :func:`predictive_draws` -- ``S`` posterior draws of the class probabilities
   ``p(y | x, W_s)`` of any registered classifier, in batches on its device; their mean is the
   posterior predictive ``p(y | x, D)``.
 * :func:`predictive_entropy`, :func:`expected_entropy` and :func:`mutual_information` -- the
@@ -38,7 +39,7 @@ Usage::
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -47,6 +48,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from pyro import poutine
+from pyro.poutine import Trace
 from torch import nn
 from torch.distributions import Categorical
 
@@ -66,6 +68,7 @@ __all__ = [
     "mutual_information",
     "negative_log_likelihood",
     "pgd",
+    "posterior_draws",
     "predictive_draws",
     "predictive_entropy",
     "reliability_curve",
@@ -205,17 +208,45 @@ def _batch_size(zm: ZooModel, batch_size: int | None) -> int:
     return size
 
 
+def posterior_draws(
+    zm: ZooModel,
+    x: torch.Tensor,
+    num_samples: int,
+    read: Callable[[Trace], torch.Tensor],
+    batch_size: int | None = None,
+) -> torch.Tensor:
+    """``read(trace)`` of the model replayed on ``num_samples`` fresh guide draws, stacked
+    ``(S, N, ...)``.
+
+    Each batch of ``x`` gets its own guide draw, inside the entry's effect handler (with the
+    local reparameterization or MC dropout the noise is per example, as in training), and the
+    model is replayed on it; ``read`` picks what to keep from the model's trace.
+
+    :param batch_size: examples per forward pass; the config's ``eval_batch_size`` when omitted.
+    """
+    size = _batch_size(zm, batch_size)
+    model, guide = zm.callables()
+    draws = []
+    for _ in range(num_samples):
+        parts = []
+        for start in range(0, x.shape[0], size):
+            xb = x[start : start + size]
+            guide_trace = poutine.trace(guide).get_trace(xb)
+            parts.append(
+                read(poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(xb))
+            )
+        draws.append(torch.cat(parts))
+    return torch.stack(draws)
+
+
 @torch.no_grad()
 def predictive_draws(
     zm: ZooModel, x: torch.Tensor, num_samples: int | None = None, batch_size: int | None = None
 ) -> torch.Tensor:
     """Class probabilities ``p(y | x_i, W_s)`` under ``num_samples`` posterior draws, ``(S, N, C)``.
 
-    Works for any registered classifier whose likelihood is a ``Categorical`` site ``"obs"``:
-    each batch of ``x`` runs through a fresh guide draw (inside the entry's effect handler, so
-    with the local reparameterization or MC dropout the noise is per example, as in training)
-    and the model is replayed on it; the probabilities are read off the ``obs`` site.  Batches
-    stay on ``zm``'s device, where the result is.
+    Works for any registered classifier whose likelihood is a ``Categorical`` site ``"obs"``,
+    read off :func:`posterior_draws`.  Batches stay on ``zm``'s device, where the result is.
 
     :param zm: a :class:`zoo.registry.ZooModel` with ``info.task == "classification"``.
     :param num_samples: ``S``; the config's ``eval_samples`` (else 10) when omitted.
@@ -228,22 +259,14 @@ def predictive_draws(
         num_samples = getattr(zm.config, "eval_samples", 10)
     if num_samples < 1:
         raise ValueError(f"num_samples must be at least 1, got {num_samples}")
-    size = _batch_size(zm, batch_size)
-    x = x.to(zm.device)
-    model, guide = zm.callables()
-    draws = []
-    for _ in range(num_samples):
-        parts = []
-        for start in range(0, x.shape[0], size):
-            xb = x[start : start + size]
-            guide_trace = poutine.trace(guide).get_trace(xb)
-            trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(xb)
-            fn = trace.nodes["obs"]["fn"]
-            if not isinstance(fn, Categorical):
-                raise ValueError(f"{zm.name}'s 'obs' site is {type(fn).__name__}, not Categorical")
-            parts.append(fn.probs)
-        draws.append(torch.cat(parts))
-    return torch.stack(draws)
+
+    def probs(trace: Trace) -> torch.Tensor:
+        fn = trace.nodes["obs"]["fn"]
+        if not isinstance(fn, Categorical):
+            raise ValueError(f"{zm.name}'s 'obs' site is {type(fn).__name__}, not Categorical")
+        return fn.probs
+
+    return posterior_draws(zm, x.to(zm.device), num_samples, probs, batch_size)
 
 
 def _as_draws(draws: torch.Tensor) -> torch.Tensor:

@@ -45,6 +45,7 @@ from torch import nn
 from guides.dropout import MCDropout, MeanFieldGaussian, SparseVD, VariationalDropout, WeightGuide
 from guides.lrt import LocalReparameterization
 from zoo.data import DataInfo, Dataset
+from zoo.evaluate import posterior_draws
 from zoo.models.base import check_input, data_plate
 from zoo.priors import LogUniform, Normal, Prior
 from zoo.registry import ModelSpec, PointwiseDraws, ZooModel, register_model
@@ -250,15 +251,7 @@ def predict(zm: ZooModel, x: torch.Tensor, num_samples: int | None = None) -> to
     local reparameterization the draws are per example); MC dropout averages masks this way.
     """
     num_samples = zm.config.eval_samples if num_samples is None else num_samples
-    model, guide = zm.callables()
-    draws = []
-    for _ in range(num_samples):
-        outs = []
-        for xb in _batches(x, zm.config.eval_batch_size):
-            trace = poutine.trace(guide).get_trace(xb)
-            outs.append(poutine.replay(model, trace=trace)(xb))
-        draws.append(torch.cat(outs))
-    return torch.stack(draws)
+    return posterior_draws(zm, x, num_samples, lambda trace: trace.nodes["_RETURN"]["value"])
 
 
 @torch.no_grad()
