@@ -166,6 +166,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, pd.DataFrame]:
         raise SystemExit(f"{args.entry} is not a VAE entry")
     if min(args.steps, args.log_every, args.batch_size, args.probe_size) < 1:
         raise SystemExit("steps, log-every, batch-size and probe-size must be >= 1")
+    if not all(lr > 0 for lr in args.lrs) or not all(f > 0 for f in args.floors):
+        raise SystemExit("every learning rate and scale floor must be positive")
+    if args.clip_norm is not None and not args.clip_norm > 0:
+        raise SystemExit(f"--clip-norm must be positive, got {args.clip_norm}")
     device = resolve_device(args.device)
     started = time.perf_counter()
     with torch_threads(args.threads):

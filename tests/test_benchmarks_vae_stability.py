@@ -48,6 +48,9 @@ def test_a_run_is_diverged_from_its_first_step_over_the_kl_limit():
     assert summary.loc[1, "max_kl"] == pytest.approx(99.0)
 
 
-def test_a_non_vae_entry_is_refused(tmp_path):
-    with pytest.raises(SystemExit):
-        main(["--entry", "ppca", "--out", str(tmp_path)])
+def test_a_non_vae_entry_and_bad_settings_are_refused(tmp_path):
+    out = ["--out", str(tmp_path)]
+    for bad in (["--entry", "ppca"], ["--lrs", "0"], ["--floors", "-1e-4"], ["--clip-norm", "0"]):
+        with pytest.raises(SystemExit):
+            main([*bad, *out])
+    assert not any(tmp_path.iterdir())  # refused before anything is written
