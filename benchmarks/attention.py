@@ -54,8 +54,10 @@ from benchmarks.grad_variance import _clone_state, _GroupedMoments
 from guides.amortized import frozen_average_baseline, reset_average_baseline
 from zoo import TrainConfig, ZooModel, create_model, fit
 from zoo.data import Dataset, load
+from zoo.elbo import make_elbo
 from zoo.models.attention import attention_parameters
-from zoo.train import make_elbo, resolve_device, resolve_elbo
+from zoo.spec import resolve_elbo
+from zoo.train import resolve_device
 
 #: method -> (mode, estimator)
 METHODS = {
@@ -407,7 +409,7 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> dict[str, pd.DataF
         curves.append(curve)
         for method, zm in fitted.items():
             zm.eval()
-            for path in zm.spec.plot(zm, data, out / "maps", num=args.maps):
+            for path in zm.spec.hooks.plot(zm, data, out / "maps", num=args.maps):
                 # one file per method: the three REINFORCE runs share an entry name
                 path.replace(path.with_name(f"{source}_{method}_{path.name.split('_')[-1]}"))
         timings.append(step_times(source, data, args))

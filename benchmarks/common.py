@@ -16,9 +16,9 @@ import pandas as pd
 import pyro
 import torch
 
-from zoo.cli import markdown_table
 from zoo.data import Dataset, load
 from zoo.train import describe_machine
+from zoo.util import markdown_table
 
 __all__ = [
     "add_run_arguments",

@@ -91,7 +91,8 @@ from benchmarks.common import (
 )
 from zoo import TrainConfig, ZooModel, create_model, fit
 from zoo.data import Dataset
-from zoo.train import make_elbo, resolve_device
+from zoo.elbo import make_elbo
+from zoo.train import resolve_device
 
 ENTRY = "lenet300-loguniform"
 GUIDES = ("vd-layer", "vd-unit", "sparse-vd")
@@ -258,7 +259,8 @@ def train_with_snapshots(
     wanted = {e * steps_per_epoch: e for e in snapshot_epochs}
     snapshots: dict[int, dict[str, Any]] = {}
     done = 0
-    previous = zm.spec.post_step
+    hooks = zm.spec.hooks
+    previous = hooks.post_step
 
     def snapshot(model: ZooModel) -> None:
         nonlocal done
@@ -268,11 +270,11 @@ def train_with_snapshots(
         if done in wanted:
             snapshots[wanted[done]] = _clone_state(model)
 
-    zm.spec = dataclasses.replace(zm.spec, post_step=snapshot)
+    zm.spec = dataclasses.replace(zm.spec, hooks=dataclasses.replace(hooks, post_step=snapshot))
     try:
         result = fit(zm, data, config=config)
     finally:
-        zm.spec = dataclasses.replace(zm.spec, post_step=previous)
+        zm.spec = dataclasses.replace(zm.spec, hooks=hooks)
     return snapshots, result.history, result.seconds
 
 

@@ -56,10 +56,11 @@ from torch import nn
 from benchmarks.common import header, load_data, markdown_table, torch_threads, write_results
 from zoo import create_model
 from zoo.data import Dataset
+from zoo.elbo import make_elbo
 from zoo.models.bnn import build_net
 from zoo.priors import LOG_ALPHA_EPS, sparse_vd_kl
-from zoo.registry import ZooModel
-from zoo.train import TrainConfig, _grads_finite, make_elbo, resolve_device, resolve_elbo
+from zoo.spec import ZooModel, resolve_elbo
+from zoo.train import TrainConfig, grads_finite, resolve_device
 
 __all__ = ["ENTRIES", "MISSING", "Pair", "main", "time_pair"]
 
@@ -95,7 +96,7 @@ def _zoo_side(
         name = resolve_elbo(zm, TrainConfig(**zm.spec.train_defaults))
         elbo = make_elbo(name, max_plate_nesting=zm.spec.max_plate_nesting)
     model, guide = zm.callables()
-    transform = zm.spec.batch_transform
+    transform = zm.spec.hooks.batch_transform
     params = list(zm.parameters())
     optimizer = torch.optim.Adam(params, lr=lr)
     n = data.num_train
@@ -109,7 +110,7 @@ def _zoo_side(
             xb, yb = transform(zm, xb, yb)
         optimizer.zero_grad(set_to_none=True)
         loss = elbo.loss_and_grads(model, guide, xb, yb, num_data=n)
-        if not (math.isfinite(loss) and _grads_finite(params)):
+        if not (math.isfinite(loss) and grads_finite(params)):
             raise FloatingPointError("the zoo step diverged")
         optimizer.step()
 
@@ -144,7 +145,7 @@ def _ref_side(
         optimizer.zero_grad(set_to_none=True)
         loss = neg_elbo(xb, yb)
         loss.backward()
-        if not (math.isfinite(loss.item()) and _grads_finite(params)):
+        if not (math.isfinite(loss.item()) and grads_finite(params)):
             raise FloatingPointError("the reference step diverged")
         optimizer.step()
 

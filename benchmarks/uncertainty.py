@@ -77,7 +77,7 @@ from zoo.evaluate import (
     shifted_inputs,
     uncertainty_scores,
 )
-from zoo.registry import ZooModel
+from zoo.spec import ZooModel
 from zoo.train import resolve_device
 
 DEFAULT_MODELS = (

@@ -65,13 +65,15 @@ from guides.amortized import (
 )
 from zoo import TrainConfig, ZooModel, create_model, fit, get_spec
 from zoo.data import Dataset
+from zoo.elbo import make_elbo
 from zoo.models.vae import (
     elbo_per_example,
     encoder_gradients,
     iwae_log_likelihood,
     prepare_eval_data,
 )
-from zoo.train import make_elbo, resolve_device, resolve_elbo
+from zoo.spec import resolve_elbo
+from zoo.train import resolve_device
 
 LABELS = {
     "reparam": "reparameterized (Trace_ELBO)",

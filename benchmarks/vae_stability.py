@@ -51,7 +51,9 @@ from benchmarks.vae import add_vae_arguments
 from guides.amortized import ESTIMATORS, reset_average_baseline
 from zoo import TrainConfig, ZooModel, create_model, get_spec
 from zoo.data import Dataset
-from zoo.train import make_elbo, resolve_device, resolve_elbo
+from zoo.elbo import make_elbo
+from zoo.spec import resolve_elbo
+from zoo.train import resolve_device
 
 
 def _probe(zm: ZooModel, x: torch.Tensor) -> dict[str, float]:
@@ -92,7 +94,7 @@ def run_one(
     rows, losses = [], []
     for step in range(1, args.steps + 1):
         idx = torch.randint(0, num_data, (args.batch_size,), generator=gen, device=data.device)
-        xb, _ = zm.spec.batch_transform(zm, x_all[idx], None)
+        xb, _ = zm.spec.hooks.batch_transform(zm, x_all[idx], None)
         optimizer.zero_grad()
         losses.append(elbo.loss_and_grads(model, guide, xb, None, num_data=num_data) / num_data)
         if step % args.log_every == 0 or step == args.steps:

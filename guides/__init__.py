@@ -2,20 +2,18 @@
 
 Each guide is an ``nn.Module`` (usually a ``PyroModule``) whose ``forward`` takes the model's
 arguments, ``(x, y=None, num_data=None)``, and emits exactly the model's latent sites.
+
+This package sits in the middle of the zoo's layers: it imports only the low modules of
+:mod:`zoo` (:mod:`zoo.plates`, :mod:`zoo.priors`, :mod:`zoo.handlers`), never the models.
 """
 
-# zoo's model families import these guides, and some guides use zoo's building blocks: loading
-# zoo first makes `import guides...` work in a fresh interpreter whichever is imported first.
-import zoo  # noqa: F401  isort: skip
 from guides.amortized import AmortizedNormal, AnalyticPosterior
 from guides.dropout import MCDropout, MeanFieldGaussian, SparseVD, VariationalDropout
-from guides.lrt import LocalReparameterization
 from guides.meanfield import MeanFieldNormal
 
 __all__ = [
     "AmortizedNormal",
     "AnalyticPosterior",
-    "LocalReparameterization",
     "MCDropout",
     "MeanFieldGaussian",
     "MeanFieldNormal",

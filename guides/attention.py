@@ -30,7 +30,7 @@ from pyro.nn import PyroModule
 from torch import nn
 
 from guides.amortized import ESTIMATORS, baseline_infer, check_estimator, mlp
-from zoo.models.base import data_plate
+from zoo.plates import data_plate
 
 __all__ = [
     "SCORE_ESTIMATORS",

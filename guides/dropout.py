@@ -13,7 +13,7 @@ Every guide here is built from a model whose layers were made Bayesian by a
 * :class:`MCDropout` -- Bernoulli dropout on each layer's input units as a variational family
   (Gal & Ghahramani 2016), ``w = M diag(z) / (1 - p)`` with ``z ~ Bernoulli(1 - p)``.
 
-Under :class:`guides.lrt.LocalReparameterization` the Gaussian guides drive the local
+Under :class:`zoo.handlers.lrt.LocalReparameterization` the Gaussian guides drive the local
 reparameterization trick and :class:`MCDropout` draws its masks per example.
 
 Usage::
@@ -275,7 +275,7 @@ class WeightGuide(PyroModule):
         return [s.site for s in self.sites]
 
     def forward(self, *args: object, **kwargs: object) -> dict[str, torch.Tensor]:
-        # "weight" lets guides.lrt skip the draw, which its layers never read (see there)
+        # "weight" lets zoo.handlers.lrt skip the draw, which its layers never read (see there)
         return {
             s.site: pyro.sample(s.site, s.distribution(), infer={"weight": True})
             for s in self.sites

@@ -317,7 +317,7 @@ def test_evaluate_reports_accuracy_and_attention_against_the_true_tiles(tmp_path
     assert 0 <= metrics["posterior_attention_accuracy"] <= 1
     # without the ground truth the attention accuracy is simply absent
     assert "attention_accuracy" not in evaluate(zm, data.x_test, data.y_test)
-    paths = zm.spec.plot(zm, data, tmp_path)
+    paths = zm.spec.hooks.plot(zm, data, tmp_path)
     assert paths[0].stat().st_size > 10_000
 
 
@@ -344,4 +344,4 @@ def test_training_on_cuda_keeps_everything_on_the_device(mode, tmp_path):
     assert all(p.is_cuda for p in zm.parameters())
     metrics = zm.evaluate(data, "test")
     assert 0 <= metrics["attention_accuracy"] <= 1
-    assert zm.spec.plot(zm, data, tmp_path)[0].is_file()
+    assert zm.spec.hooks.plot(zm, data, tmp_path)[0].is_file()

@@ -12,6 +12,7 @@ from torch.distributions import kl_divergence
 
 import zoo
 from zoo import create_model, fit, from_tensors
+from zoo.handlers import KLAnnealing
 from zoo.models.bnn import (
     BNNConfig,
     export_pruned,
@@ -21,7 +22,6 @@ from zoo.models.bnn import (
     pruned_state_dict,
 )
 from zoo.priors import sparse_vd_kl
-from zoo.train import _LatentScale
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -84,7 +84,7 @@ def test_elbo_scales_the_likelihood_by_n_over_b_and_the_kl_by_beta():
     loss = elbo.loss(model, guide, x, y, num_data=n)
     assert loss == pytest.approx(-loglik(x, y, 2) + kl, rel=1e-4)
     # the trainer's KL warm-up scales the latent sites of model and guide: beta * KL only
-    anneal = _LatentScale()
+    anneal = KLAnnealing()
     anneal.beta = 0.3
     pyro.set_rng_seed(3)
     loss = elbo.loss(anneal(model), anneal(guide), xb, yb, num_data=n)

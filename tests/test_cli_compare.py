@@ -96,7 +96,7 @@ def test_a_model_restored_from_its_checkpoint_can_be_compared(tmp_path):
     model on the same data and refuses it on other data."""
     import zoo
     from zoo.cli import _from_checkpoint
-    from zoo.compare import compare
+    from zoo.compare import compare_models as compare
 
     out = tmp_path / "run"
     args = [

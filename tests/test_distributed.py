@@ -18,7 +18,8 @@ import pytest
 import torch
 
 from zoo import load
-from zoo.train import load_checkpoint, make_elbo
+from zoo.elbo import make_elbo
+from zoo.train import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))

@@ -17,9 +17,9 @@ from pyro.infer import TraceMeanField_ELBO
 from pyro.nn import PyroModule
 
 from guides.dropout import LogVarianceNormal
-from guides.lrt import LocalReparameterization
 from zoo import create_model, fit, load
 from zoo.elbo import MeanFieldELBO
+from zoo.handlers.lrt import LocalReparameterization
 from zoo.priors import ImproperLogUniform, log_alpha, sparse_vd_kl
 
 

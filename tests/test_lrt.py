@@ -1,4 +1,4 @@
-"""The local reparameterization trick (guides.lrt) against the moments of sampled weights.
+"""The local reparameterization trick (zoo.handlers.lrt) against the moments of sampled weights.
 
 For a Gaussian weight W ~ N(loc, scale^2) and a fixed input x, a Linear layer's output is exactly
 Gaussian with mean x @ loc.T + bias and variance (x^2) @ (scale^2).T per example and unit (a
@@ -24,7 +24,7 @@ from torch import nn
 
 import zoo  # noqa: F401  (module-local Pyro params, as everywhere in the package)
 from guides.dropout import DropoutWeight
-from guides.lrt import LocalReparameterization
+from zoo.handlers.lrt import LocalReparameterization
 from zoo.priors import Normal
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -77,7 +77,7 @@ def test_closed_form_rejects_bad_input():
 
 def test_analytic_guide_makes_the_elbo_the_exact_log_likelihood(ppca_data):
     # KL(q || posterior) = 0, so every single-sample ELBO equals log p(x); and the minibatch
-    # estimate is (N / B) * sum over the batch, the scale convention of zoo.models.base
+    # estimate is (N / B) * sum over the batch, the scale convention of zoo.plates
     zm = create_model("ppca", data=ppca_data, latent_dim=3, seed=0)
     x = ppca_data.x_train
     n = x.shape[0]
@@ -163,7 +163,7 @@ def test_plots_write_pngs(tmp_path):
         y_test=torch.arange(10) % 3,
     )
     zm = create_model("bpca", data=data, latent_dim=3)
-    paths = zm.spec.plot(zm, data, tmp_path)
+    paths = zm.spec.hooks.plot(zm, data, tmp_path)
     assert [p.name for p in paths] == ["bpca_latent.png", "bpca_ard.png"]
     for p in paths:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from zoo import DataInfo, create_model, get_spec, list_models, register_model
-from zoo.registry import ModelSpec, config_from_dict
+from zoo.spec import ModelSpec, config_from_dict
 
 
 def test_every_family_is_registered():
@@ -91,7 +91,9 @@ def test_parameters_are_listed_once_even_when_the_guide_reads_the_model():
     assert zm.guide.state_dict() == {}
 
 
-@pytest.mark.parametrize("module", ["guides", "guides.dropout", "guides.lrt", "zoo.priors", "zoo"])
+@pytest.mark.parametrize(
+    "module", ["guides", "guides.dropout", "zoo.handlers.lrt", "zoo.priors", "zoo"]
+)
 def test_each_package_imports_first_in_a_fresh_interpreter(module):
     """zoo's families import guides and guides import zoo: no import order may break."""
     import subprocess

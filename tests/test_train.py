@@ -11,7 +11,9 @@ from pyro import poutine
 from pyro.infer import Trace_ELBO
 
 from zoo import Dataset, DivergenceError, TrainConfig, create_model, fit, from_tensors
-from zoo.train import _LatentScale, load_checkpoint, make_elbo, resolve_device
+from zoo.elbo import make_elbo
+from zoo.handlers import KLAnnealing
+from zoo.train import load_checkpoint, resolve_device
 
 # ---------------------------------------------------------------------------- schedules
 
@@ -48,7 +50,7 @@ def test_latent_scale_weights_exactly_the_kl_part(ppca_data):
     # loss = -[log p(x|z) + beta (log p(z) - log q(z|x))] at the same sample z
     zm = create_model("ppca", data=ppca_data, guide="amortized", latent_dim=3, seed=0)
     x = ppca_data.x_train[:64]
-    anneal = _LatentScale()
+    anneal = KLAnnealing()
     anneal.beta = 0.3
     pyro.set_rng_seed(5)
     loss = Trace_ELBO().loss(anneal(zm.model), anneal(zm.guide), x, None, num_data=64)

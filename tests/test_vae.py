@@ -245,7 +245,7 @@ def test_short_training_on_digits_improves_the_test_elbo_and_writes_the_pngs(tmp
     # the importance-weighted bound is the tighter one
     assert (history["test_iwae"] >= history["test_elbo"]).all()
     assert last["test_recon"] == pytest.approx(last["test_elbo"] + last["test_kl"])
-    paths = zm.spec.plot(zm, data, tmp_path)
+    paths = zm.spec.hooks.plot(zm, data, tmp_path)
     names = sorted(p.name for p in paths)
     assert names == [
         "vae-digits_latent.png",

@@ -2,55 +2,69 @@
 
 Usage::
 
-    from zoo import compare, create_model, fit, load
+    from zoo import compare_models, create_model, fit, load
     data = load("digits")                        # built in, no download
     zm = create_model("ppca", data=data, latent_dim=2)
     result = fit(zm, data, num_epochs=100)
     print(result.history.tail(), zm.evaluate(data, "test"))
-    print(compare([fitted_a, fitted_b], data).table)   # PSIS-LOO, stacking weights, test elpd
+    print(compare_models([fitted_a, fitted_b], data).table)   # PSIS-LOO, stacking, test elpd
+
+The names above are loaded on first use (PEP 562), so that ``import zoo.data`` or
+``import guides`` does not pull in every model family, the trainer and ArviZ.
 
 Importing :mod:`zoo` turns on Pyro's ``module_local_params`` setting: each ``PyroModule`` then
 keeps its parameters to itself instead of in Pyro's global parameter store, so several models
 with the same site names can live (and be compared) in one process.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 import pyro
 
 pyro.settings.set(module_local_params=True)
 
-import zoo.models  # noqa: E402, F401  (registers the model families)
-
-# Binds the name `compare` to the function, as the README's `from zoo import compare` promises;
-# the module's other names are imported from it: `from zoo.compare import loo`.
-from zoo.compare import compare  # noqa: E402
-from zoo.data import DataInfo, Dataset, from_tensors, list_datasets, load  # noqa: E402
-from zoo.registry import (  # noqa: E402
-    ModelSpec,
-    ZooModel,
-    create_model,
-    get_spec,
-    list_models,
-    register_model,
-)
-from zoo.train import DivergenceError, FitResult, TrainConfig, fit  # noqa: E402
-
 __version__ = "0.1.0"
 
-__all__ = [
-    "DataInfo",
-    "Dataset",
-    "DivergenceError",
-    "FitResult",
-    "ModelSpec",
-    "TrainConfig",
-    "ZooModel",
-    "compare",
-    "create_model",
-    "fit",
-    "from_tensors",
-    "get_spec",
-    "list_datasets",
-    "list_models",
-    "load",
-    "register_model",
-]
+# public name -> the module that defines it
+_EXPORTS = {
+    "DataInfo": "zoo.data",
+    "Dataset": "zoo.data",
+    "from_tensors": "zoo.data",
+    "list_datasets": "zoo.data",
+    "load": "zoo.data",
+    "Hooks": "zoo.spec",
+    "ModelSpec": "zoo.spec",
+    "ZooModel": "zoo.spec",
+    "create_model": "zoo.registry",
+    "get_spec": "zoo.registry",
+    "list_models": "zoo.registry",
+    "register_model": "zoo.registry",
+    "DivergenceError": "zoo.train",
+    "FitResult": "zoo.train",
+    "TrainConfig": "zoo.train",
+    "Trainer": "zoo.train",
+    "fit": "zoo.train",
+    "compare_models": "zoo.compare",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    try:  # a submodule, as `import zoo.x` would give: zoo.compare, zoo.data, ...
+        return importlib.import_module(f"{__name__}.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"{__name__}.{name}":
+            raise
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

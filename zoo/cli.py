@@ -31,9 +31,10 @@ from typing import Any
 import pandas as pd
 import torch
 
-from zoo import data as zdata
-from zoo import distributed as zdist
-from zoo.registry import ZooModel, config_from_dict, create_model, get_spec, list_models
+import zoo.data as zdata
+import zoo.distributed as zdist
+from zoo.registry import create_model, get_spec, list_models
+from zoo.spec import ZooModel, config_from_dict, resolve_elbo
 from zoo.train import (
     DivergenceError,
     TrainConfig,
@@ -41,8 +42,8 @@ from zoo.train import (
     fit,
     load_checkpoint,
     resolve_device,
-    resolve_elbo,
 )
+from zoo.util import markdown_table, unknown_choice
 
 # train flags handled by hand: --out, --resume
 _TRAIN_SKIP = ("out_dir", "resume")
@@ -181,7 +182,7 @@ def _cmd_train(argv: list[str]) -> int:
     args = parser.parse_args(argv[1:])
     spec = get_spec(name)
     model_cfg = {k: vars(args)[k] for k in model_fields}
-    if spec.train_defaults_for is not None:
+    if spec.hooks.train_defaults_for is not None:
         # Training defaults that depend on the model's options (the VAE's learning rate per
         # estimator): parse again with them as defaults, so flags given still win.
         config = config_from_dict(spec.config, model_cfg)
@@ -211,8 +212,8 @@ def _cmd_train(argv: list[str]) -> int:
     metrics = {split: zm.evaluate(dataset, split) for split in ("train", "test")}
     out = Path(args.out)
     (out / "evaluation.json").write_text(json.dumps(metrics, indent=2))
-    if not args.no_plots and spec.plot is not None:
-        for path in spec.plot(zm, dataset, out):
+    if not args.no_plots and spec.hooks.plot is not None:
+        for path in spec.hooks.plot(zm, dataset, out):
             print(f"wrote {path}")
     print(
         f"{result.steps} steps in {result.seconds:.1f}s on {result.device}; "
@@ -242,9 +243,9 @@ def _from_checkpoint(path: str) -> tuple[ZooModel, dict]:
 
 
 def _write_report(zm: ZooModel, out: Path) -> None:
-    if zm.spec.report is None:
+    if zm.spec.hooks.report is None:
         return
-    table = zm.spec.report(zm)
+    table = zm.spec.hooks.report(zm)
     table.to_csv(out / "report.csv", index=False)
     with pd.option_context("display.width", 200):
         print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
@@ -265,8 +266,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent
     out.mkdir(parents=True, exist_ok=True)
     (out / "evaluation.json").write_text(json.dumps(metrics, indent=2))
-    if zm.spec.plot is not None and not args.no_plots:
-        for path in zm.spec.plot(zm, dataset, out):
+    if zm.spec.hooks.plot is not None and not args.no_plots:
+        for path in zm.spec.hooks.plot(zm, dataset, out):
             print(f"wrote {path}")
     print(f"{desc['name']} (guide {desc['guide']}) after {ckpt['step']} steps, on {dataset.name}")
     _print_metrics(metrics)
@@ -276,13 +277,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     zm, _ = _from_checkpoint(args.checkpoint)
-    if zm.spec.export is None:
+    if zm.spec.hooks.export is None:
         raise ValueError(f"{zm.name} has no deterministic export")
     out = Path(args.out)
     if out.exists() and not args.force:
         raise ValueError(f"{out} exists; pass --force to overwrite it")
     out.parent.mkdir(parents=True, exist_ok=True)
-    state = zm.spec.export(zm)
+    state = zm.spec.hooks.export(zm)
     tmp = out.with_name(out.name + ".tmp")
     torch.save(state, tmp)
     tmp.replace(out)
@@ -293,19 +294,6 @@ def _cmd_export(args: argparse.Namespace) -> int:
         f"{kept}/{total} nonzero weights ({total / max(kept, 1):.1f}x compression)"
     )
     return 0
-
-
-def markdown_table(frame: pd.DataFrame) -> str:
-    """A GitHub table without pandas' optional ``tabulate`` dependency."""
-
-    def cell(v: Any) -> str:
-        return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
-    lines += [
-        "| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)
-    ]
-    return "\n".join(lines) + "\n"
 
 
 def demo(
@@ -357,8 +345,8 @@ def demo(
                 "fit_seconds": seconds,
             }
         )
-        if zm.spec.plot is not None:
-            zm.spec.plot(zm, dataset, out)
+        if zm.spec.hooks.plot is not None:
+            zm.spec.hooks.plot(zm, dataset, out)
     table = pd.DataFrame(rows)
     table.to_csv(out / "demo.csv", index=False)
     (out / "demo.md").write_text(
@@ -383,14 +371,13 @@ COMPARE_OUTPUTS = ("compare.csv", "compare.md", "compare_plot.png", "reliability
 
 
 def _parse_model(text: str) -> tuple[str, str]:
-    from zoo.registry import _unknown
 
     name, _, guide = text.partition(":")
     spec = get_spec(name)  # unknown names raise with the closest matches
     guide = guide or spec.default_guide
     if guide not in spec.guides:
-        raise _unknown(f"guide for {name!r}", guide, sorted(spec.guides))
-    if spec.log_likelihood is None:
+        raise unknown_choice(f"guide for {name!r}", guide, sorted(spec.guides))
+    if spec.hooks.log_likelihood is None:
         raise ValueError(f"{name} has no pointwise log-likelihood and cannot be compared")
     return name, guide
 
@@ -437,8 +424,7 @@ def compare_main(
     """
     import dataclasses as dc
 
-    from zoo.compare import check_nuts_model, nuts_reference, plot_compare
-    from zoo.compare import compare as compare_models
+    from zoo.compare import check_nuts_model, compare_models, nuts_reference, plot_compare
     from zoo.evaluate import reliability_diagram
 
     started = time.perf_counter()

@@ -17,18 +17,18 @@ objects and ranks models by their expected log pointwise predictive density (elp
   (Yao, Vehtari, Simpson & Gelman 2018, "Yes, but did it work?"): how far to trust a guide.
 * :func:`nuts_reference` -- NUTS (Hoffman & Gelman 2014) through Pyro's MCMC on the same model,
   the exact posterior a guide can be ranked against in the same table.
-* :func:`compare` -- all of it for a set of fitted models, as one table.
+* :func:`compare_models` -- all of it for a set of fitted models, as one table.
 
 Usage::
 
-    from zoo import compare, create_model, fit, load
+    from zoo import compare_models, create_model, fit, load
     data = load("digits")
     models = {}
     for guide in ("meanfield", "mc-dropout"):
         zm = create_model("logreg", data=data, guide=guide, seed=0)
         fit(zm, data, num_epochs=50, progress=False)
         models[guide] = zm
-    result = compare(models, data, num_samples=200)
+    result = compare_models(models, data, num_samples=200)
     print(result.table)              # elpd_loo, se, p_loo, weight, warnings, test_elpd, ...
     result.idata["meanfield"]        # the InferenceData behind its row
 
@@ -55,7 +55,7 @@ if TYPE_CHECKING:
     import torch
 
     from zoo.data import Dataset
-    from zoo.registry import PointwiseDraws, ZooModel
+    from zoo.spec import PointwiseDraws, ZooModel
 
 __all__ = [
     "KHAT_GOOD",
@@ -67,8 +67,8 @@ __all__ = [
     "VIDiagnostic",
     "arviz_major",
     "check_nuts_model",
-    "compare",
     "compare_elpd",
+    "compare_models",
     "held_out_elpd",
     "inference_data",
     "khat_verdict",
@@ -494,7 +494,7 @@ def _check_num_samples(num_samples: Any) -> int:
 
 
 def _hook(zm: ZooModel) -> Callable[..., PointwiseDraws]:
-    hook = zm.spec.log_likelihood
+    hook = zm.spec.hooks.log_likelihood
     if hook is None:
         raise ValueError(
             f"{zm.name} has no pointwise log-likelihood (its registry entry sets no "
@@ -707,13 +707,14 @@ def vi_diagnostic(
     import torch
     from pyro import poutine
 
-    from zoo.train import _as_dataset, _check_compatible
+    from zoo.data import as_dataset
+    from zoo.spec import check_compatible
 
     num_samples = _check_num_samples(num_samples)
     if num_samples < 5:
         raise ValueError(f"the Pareto fit needs num_samples >= 5, got {num_samples}")
-    ds = _as_dataset(data, y)
-    _check_compatible(zm, ds)
+    ds = as_dataset(data, y)
+    check_compatible(zm, ds)
     device = zm.device
     x_all = ds.x_train.to(device)
     y_all = None if ds.y_train is None or zm.info.task == "unsupervised" else ds.y_train.to(device)
@@ -884,16 +885,16 @@ def nuts_reference(
     from pyro.infer import MCMC, NUTS
     from pyro.infer.autoguide.initialization import init_to_uniform, init_to_value
 
-    from zoo.data import fingerprint
-    from zoo.train import _as_dataset, _check_compatible
+    from zoo.data import as_dataset, fingerprint
+    from zoo.spec import check_compatible
 
     for name, value, least in (("num_samples", num_samples, 1), ("warmup", warmup, 1)):
         if not isinstance(value, int) or value < least:
             raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
     if not isinstance(num_chains, int) or num_chains < 1:
         raise ValueError(f"num_chains must be an integer >= 1, got {num_chains!r}")
-    ds = _as_dataset(data, y)
-    _check_compatible(zm, ds)
+    ds = as_dataset(data, y)
+    check_compatible(zm, ds)
     device = zm.device
     x_all = ds.x_train.to(device)
     y_all = None if zm.info.task == "unsupervised" else ds.y_train.to(device)
@@ -1058,8 +1059,7 @@ def _labelled(models: Mapping[str, Any] | Sequence[Any]) -> dict[str, Any]:
 
 def _check_models(labelled: Mapping[str, Any], ds: Dataset) -> None:
     from zoo.data import fingerprint
-    from zoo.registry import ZooModel
-    from zoo.train import _check_compatible
+    from zoo.spec import ZooModel, check_compatible
 
     observes = {}
     for label, m in labelled.items():
@@ -1070,7 +1070,7 @@ def _check_models(labelled: Mapping[str, Any], ds: Dataset) -> None:
             )
         zm = m.zm if isinstance(m, NUTSReference) else m
         _hook(zm)
-        _check_compatible(zm, ds)
+        check_compatible(zm, ds)
         observes[label] = f"p({zm.spec.observes} | ...)"
     if len(set(observes.values())) > 1:
         raise ValueError(
@@ -1098,9 +1098,9 @@ def _check_models(labelled: Mapping[str, Any], ds: Dataset) -> None:
 
 
 def _sparsity(zm: ZooModel) -> float:
-    if zm.spec.report is None:
+    if zm.spec.hooks.report is None:
         return math.nan
-    report = zm.spec.report(zm)
+    report = zm.spec.hooks.report(zm)
     if "sparsity_%" not in report:
         return math.nan
     return float(report["sparsity_%"].iloc[-1]) / 100
@@ -1129,7 +1129,7 @@ def _warnings(result: ElpdResult, vi_khat: float, nuts: NUTSReference | None = N
     return "; ".join(parts)
 
 
-def compare(
+def compare_models(
     models: Mapping[str, Any] | Sequence[Any],
     data: Dataset | torch.Tensor,
     y: torch.Tensor | None = None,
@@ -1166,14 +1166,14 @@ def compare(
     import pyro
     import torch
 
+    from zoo.data import as_dataset
     from zoo.evaluate import expected_calibration_error
-    from zoo.train import _as_dataset
 
     num_samples = _check_num_samples(num_samples)
     if num_samples < 2:
         raise ValueError("PSIS-LOO needs at least 2 posterior draws per model: num_samples >= 2")
     labelled = _labelled(models)
-    ds = _as_dataset(data, y)
+    ds = as_dataset(data, y)
     _check_models(labelled, ds)
 
     from tqdm.auto import tqdm

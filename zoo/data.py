@@ -53,6 +53,7 @@ __all__ = [
     "DataInfo",
     "Dataset",
     "IDXFormatError",
+    "as_dataset",
     "compose_tiles",
     "dataset_info",
     "find_idx_files",
@@ -191,6 +192,18 @@ def fingerprint(*tensors: torch.Tensor | None) -> str:
         digest.update(f"{tuple(t.shape)}{t.dtype}".encode())
         digest.update(t.numpy().tobytes())
     return digest.hexdigest()
+
+
+def as_dataset(data: Dataset | torch.Tensor, y: torch.Tensor | None = None) -> Dataset:
+    """``data`` itself when it is a :class:`Dataset`, else :func:`from_tensors` ``(data, y)``.
+
+    :raises ValueError: for labels ``y`` passed beside a :class:`Dataset` (they belong in it).
+    """
+    if isinstance(data, Dataset):
+        if y is not None:
+            raise ValueError("pass labels inside the Dataset, not as y, when data is a Dataset")
+        return data
+    return from_tensors(data, y)
 
 
 def _move_tensors(obj: Any, device: torch.device) -> Any:

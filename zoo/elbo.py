@@ -14,10 +14,14 @@ and 5 % at batch 1024 (``python -m benchmarks.overhead --ablation``).
 but scores a latent site only when it has no closed-form KL.  Which sites are analytic is
 decided once per pair of distribution types (by asking ``kl_divergence``).
 
+:func:`make_elbo` builds any of the four objectives the trainer knows by name
+(:data:`ELBO_NAMES`).
+
 Usage::
 
     elbo = MeanFieldELBO(max_plate_nesting=1)
     loss = elbo.loss_and_grads(model, guide, x, y)
+    elbo = make_elbo("traceenum", max_plate_nesting=2)
 """
 
 from __future__ import annotations
@@ -25,12 +29,15 @@ from __future__ import annotations
 from typing import Any
 
 from pyro import poutine
-from pyro.infer import TraceMeanField_ELBO
+from pyro.infer import ELBO, Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
 from pyro.infer.util import is_validation_enabled
 from pyro.poutine.util import prune_subsample_sites
 from torch.distributions import kl_divergence
 
-__all__ = ["MeanFieldELBO"]
+__all__ = ["ELBO_NAMES", "MeanFieldELBO", "make_elbo"]
+
+#: The ELBO objectives the trainer understands, by the names configs use.
+ELBO_NAMES = ("trace", "meanfield", "tracegraph", "traceenum")
 
 
 def _types(fn: Any) -> tuple[type, ...]:
@@ -107,3 +114,27 @@ class MeanFieldELBO(TraceMeanField_ELBO):
                 site["log_prob"] = site["score_parts"].log_prob
                 site["log_prob_sum"] = site["log_prob"].sum()
         return model_trace, guide_trace
+
+
+def make_elbo(
+    name: str,
+    *,
+    num_particles: int = 1,
+    vectorize_particles: bool = False,
+    max_plate_nesting: int = 1,
+) -> ELBO:
+    """The Pyro ELBO object for ``name`` (one of :data:`ELBO_NAMES`)."""
+    classes = {
+        "trace": Trace_ELBO,
+        # Pyro's TraceMeanField_ELBO, without the log-densities it computes and never reads
+        "meanfield": MeanFieldELBO,
+        "tracegraph": TraceGraph_ELBO,
+        "traceenum": TraceEnum_ELBO,
+    }
+    if name not in classes:
+        raise ValueError(f"elbo must be one of {ELBO_NAMES}, got {name!r}")
+    return classes[name](
+        num_particles=num_particles,
+        vectorize_particles=vectorize_particles,
+        max_plate_nesting=max_plate_nesting,
+    )

@@ -1,7 +1,6 @@
 """Predictive metrics of classifiers: calibration, uncertainty, OOD and adversarial detection.
 
-* :func:`posterior_draws` -- any quantity of the model replayed on ``S`` fresh guide draws;
-  :func:`predictive_draws` -- ``S`` posterior draws of the class probabilities
+* :func:`predictive_draws` -- ``S`` posterior draws of the class probabilities
   ``p(y | x, W_s)`` of any registered classifier, in batches on its device; their mean is the
   posterior predictive ``p(y | x, D)``.
 * :func:`predictive_entropy`, :func:`expected_entropy` and :func:`mutual_information` -- the
@@ -39,21 +38,18 @@ Usage::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pyro import poutine
 from pyro.poutine import Trace
 from torch import nn
 from torch.distributions import Categorical
 
-if TYPE_CHECKING:  # zoo.registry imports zoo.data; keep this module light to import
-    from zoo.registry import ZooModel
+from zoo.spec import ZooModel, posterior_draws
 
 __all__ = [
     "SHIFTS",
@@ -68,7 +64,6 @@ __all__ = [
     "mutual_information",
     "negative_log_likelihood",
     "pgd",
-    "posterior_draws",
     "predictive_draws",
     "predictive_entropy",
     "reliability_curve",
@@ -201,44 +196,6 @@ def reliability_diagram(
 # Posterior predictive draws and their uncertainty
 
 
-def _batch_size(zm: ZooModel, batch_size: int | None) -> int:
-    size = getattr(zm.config, "eval_batch_size", 2000) if batch_size is None else batch_size
-    if size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {size}")
-    return size
-
-
-def posterior_draws(
-    zm: ZooModel,
-    x: torch.Tensor,
-    num_samples: int,
-    read: Callable[[Trace], torch.Tensor],
-    batch_size: int | None = None,
-) -> torch.Tensor:
-    """``read(trace)`` of the model replayed on ``num_samples`` fresh guide draws, stacked
-    ``(S, N, ...)``.
-
-    Each batch of ``x`` gets its own guide draw, inside the entry's effect handler (with the
-    local reparameterization or MC dropout the noise is per example, as in training), and the
-    model is replayed on it; ``read`` picks what to keep from the model's trace.
-
-    :param batch_size: examples per forward pass; the config's ``eval_batch_size`` when omitted.
-    """
-    size = _batch_size(zm, batch_size)
-    model, guide = zm.callables()
-    draws = []
-    for _ in range(num_samples):
-        parts = []
-        for start in range(0, x.shape[0], size):
-            xb = x[start : start + size]
-            guide_trace = poutine.trace(guide).get_trace(xb)
-            parts.append(
-                read(poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(xb))
-            )
-        draws.append(torch.cat(parts))
-    return torch.stack(draws)
-
-
 @torch.no_grad()
 def predictive_draws(
     zm: ZooModel, x: torch.Tensor, num_samples: int | None = None, batch_size: int | None = None
@@ -246,7 +203,8 @@ def predictive_draws(
     """Class probabilities ``p(y | x_i, W_s)`` under ``num_samples`` posterior draws, ``(S, N, C)``.
 
     Works for any registered classifier whose likelihood is a ``Categorical`` site ``"obs"``,
-    read off :func:`posterior_draws`.  Batches stay on ``zm``'s device, where the result is.
+    read off :func:`zoo.spec.posterior_draws`.  Batches stay on ``zm``'s device, where the
+    result is.
 
     :param zm: a :class:`zoo.registry.ZooModel` with ``info.task == "classification"``.
     :param num_samples: ``S``; the config's ``eval_samples`` (else 10) when omitted.
@@ -440,10 +398,10 @@ def mean_net(zm: ZooModel) -> nn.Module:
 
     :raises ValueError: for an entry without ``export`` or a plain architecture.
     """
-    if zm.spec.export is None or not hasattr(zm.model, "plain_net"):
+    if zm.spec.hooks.export is None or not hasattr(zm.model, "plain_net"):
         raise ValueError(f"{zm.name} has no deterministic posterior-mean network to export")
     net = zm.model.plain_net().to(zm.device)
-    net.load_state_dict(zm.spec.export(zm))
+    net.load_state_dict(zm.spec.hooks.export(zm))
     return net.eval()
 
 

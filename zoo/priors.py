@@ -4,7 +4,7 @@ A :class:`Prior` rewrites the ``Linear`` and ``Conv2d`` layers of an existing ne
 (:meth:`Prior.apply_`): each weight becomes a ``PyroSample`` site named after the layer's path
 (``"net.0.weight"``) and biases stay ordinary, point-estimated parameters, as in Molchanov et al.
 (2017).  The architecture's own ``forward`` is untouched; the layers' class is swapped for a
-subclass whose forward asks :mod:`guides.lrt` whether to use the local reparameterization.
+subclass whose forward asks :mod:`zoo.handlers.lrt` whether to use the local reparameterization.
 
 Two priors:
 
@@ -37,7 +37,7 @@ from torch import nn
 from torch.distributions import constraints
 from torch.distributions.kl import register_kl
 
-from guides import lrt
+from zoo.handlers import lrt
 
 __all__ = [
     "KL_K1",
@@ -158,14 +158,14 @@ class _BayesianLayer:
 
 
 class BayesianLinear(PyroModule[nn.Linear], _BayesianLayer):
-    """``nn.Linear`` whose weight is a sample site; see :func:`guides.lrt.linear`."""
+    """``nn.Linear`` whose weight is a sample site; see :func:`zoo.handlers.lrt.linear`."""
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         return lrt.linear(input, self.weight, self.bias)
 
 
 class BayesianConv2d(PyroModule[nn.Conv2d], _BayesianLayer):
-    """``nn.Conv2d`` whose weight is a sample site; see :func:`guides.lrt.conv2d`."""
+    """``nn.Conv2d`` whose weight is a sample site; see :func:`zoo.handlers.lrt.conv2d`."""
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         if self.padding_mode != "zeros":

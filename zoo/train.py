@@ -41,14 +41,13 @@ from typing import Any, Literal
 import pandas as pd
 import pyro
 import torch
-from pyro.infer import ELBO, Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO
-from pyro.poutine.messenger import Messenger
 
 from guides.amortized import reset_average_baseline
 from zoo import distributed as zdist
-from zoo.data import Dataset, fingerprint, from_tensors, validate_tensors
-from zoo.elbo import MeanFieldELBO
-from zoo.registry import ELBO_NAMES, ZooModel
+from zoo.data import Dataset, as_dataset, fingerprint
+from zoo.elbo import ELBO_NAMES, make_elbo
+from zoo.handlers import KLAnnealing
+from zoo.spec import ZooModel, check_compatible, resolve_elbo
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -57,10 +56,9 @@ __all__ = [
     "TrainConfig",
     "describe_machine",
     "fit",
+    "grads_finite",
     "load_checkpoint",
-    "make_elbo",
     "resolve_device",
-    "resolve_elbo",
 ]
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -220,27 +218,6 @@ class FitResult:
     losses: list[float] = field(default_factory=list)
 
 
-class _LatentScale(Messenger):
-    """Multiplies the log-density of every latent (unobserved, not enumerated) site by ``beta``.
-
-    Applied to model and guide alike, it turns ``log p(x|z) + log p(z) - log q(z)`` into
-    ``log p(x|z) + beta (log p(z) - log q(z))``, i.e. the KL weight, for any ELBO estimator.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.beta = 1.0
-
-    def _process_message(self, msg: dict) -> None:
-        if (
-            msg["type"] == "sample"
-            and not msg["is_observed"]
-            and not msg["infer"].get("enumerate")
-            and not msg["infer"].get("_do_not_score")
-        ):
-            msg["scale"] = self.beta * msg["scale"]
-
-
 def describe_machine(device: str | torch.device = "cpu") -> str:
     """The GPU's name on CUDA, else the CPU model and the torch threads: what results report."""
     device = torch.device(device)
@@ -282,70 +259,6 @@ def resolve_device(device: str | torch.device) -> torch.device:
     elif resolved.type != "cpu":
         raise ValueError(f"unsupported device {device!r}: use auto, cpu, cuda or cuda:N")
     return resolved
-
-
-def make_elbo(
-    name: str,
-    *,
-    num_particles: int = 1,
-    vectorize_particles: bool = False,
-    max_plate_nesting: int = 1,
-) -> ELBO:
-    """The Pyro ELBO object for ``name`` (one of :data:`zoo.registry.ELBO_NAMES`)."""
-    classes = {
-        "trace": Trace_ELBO,
-        # Pyro's TraceMeanField_ELBO, without the log-densities it computes and never reads
-        "meanfield": MeanFieldELBO,
-        "tracegraph": TraceGraph_ELBO,
-        "traceenum": TraceEnum_ELBO,
-    }
-    if name not in classes:
-        raise ValueError(f"elbo must be one of {ELBO_NAMES}, got {name!r}")
-    return classes[name](
-        num_particles=num_particles,
-        vectorize_particles=vectorize_particles,
-        max_plate_nesting=max_plate_nesting,
-    )
-
-
-def resolve_elbo(zm: ZooModel, config: TrainConfig) -> str:
-    """The ELBO a run uses: the entry's ``elbo_for`` hook when it has one (it may refuse the
-    combination), else ``config.elbo``, else the entry's default."""
-    if zm.spec.elbo_for is not None:
-        return zm.spec.elbo_for(zm.config, config)
-    return config.elbo or zm.elbo
-
-
-def _as_dataset(data: Dataset | torch.Tensor, y: torch.Tensor | None) -> Dataset:
-    if isinstance(data, Dataset):
-        if y is not None:
-            raise ValueError("pass labels inside the Dataset, not as y, when data is a Dataset")
-        return data
-    return from_tensors(data, y)
-
-
-def _check_compatible(zm: ZooModel, data: Dataset) -> None:
-    info = zm.info
-    if tuple(data.info.input_shape) != tuple(info.input_shape):
-        raise ValueError(
-            f"{zm.name} was built for inputs of shape {info.input_shape}, but the data has "
-            f"{data.info.input_shape}; rebuild it with create_model(..., data=data)"
-        )
-    if info.task != "unsupervised" and data.y_train is None:
-        raise ValueError(f"{zm.name} is a {info.task} model and needs labels y")
-    if data.num_train == 0:
-        raise ValueError("the training split is empty")
-    # Loaders validate already; a hand-made Dataset may not have been.
-    task = None if info.task == "unsupervised" else info.task
-    y_train = data.y_train if task else None
-    validate_tensors(
-        data.x_train, y_train, task=task, num_classes=info.num_classes, where="x_train"
-    )
-    if data.num_test:
-        y_test = data.y_test if task else None
-        validate_tensors(
-            data.x_test, y_test, task=task, num_classes=info.num_classes, where="x_test"
-        )
 
 
 def _rng_state() -> dict[str, Any]:
@@ -434,7 +347,7 @@ def _check_resumable(ckpt: dict, zm: ZooModel, cfg: TrainConfig, num_data: int) 
         )
 
 
-def _grads_finite(params: list[torch.Tensor]) -> bool:
+def grads_finite(params: list[torch.Tensor]) -> bool:
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return True
@@ -476,12 +389,12 @@ def fit(
     :raises DivergenceError: at the first non-finite loss or gradient; the last good
         checkpoint is kept.
     """
-    data = _as_dataset(data, y)
+    data = as_dataset(data, y)
     if config is None:
         config = TrainConfig(**{**zm.spec.training_defaults(zm.config), **overrides})
     elif overrides:
         config = dataclasses.replace(config, **overrides)
-    _check_compatible(zm, data)
+    check_compatible(zm, data)
     device = resolve_device(config.device)
     ctx = zdist.setup(device) if config.distributed else None
     rank, world = (0, 1) if ctx is None else (ctx.rank, ctx.world_size)
@@ -515,7 +428,7 @@ def fit(
         vectorize_particles=config.vectorize_particles,
         max_plate_nesting=zm.spec.max_plate_nesting,
     )
-    anneal = _LatentScale()
+    anneal = KLAnnealing()
     annealing = config.kl_warmup_end > 0 or config.kl_weight != 1.0
     model, guide = zm.callables()
     if annealing:
@@ -524,8 +437,8 @@ def fit(
     # Lazily created parameters (autoguides) must exist before the optimizer is built.
     with torch.no_grad(), pyro.poutine.block():
         guide(x_all[:batch], None if y_all is None else y_all[:batch], num_data=num_data)
-    post_step = zm.spec.post_step
-    transform = zm.spec.batch_transform
+    post_step = zm.spec.hooks.post_step
+    transform = zm.spec.hooks.batch_transform
     params = list(zm.parameters())
     if not params:
         raise ValueError(f"{zm.name} has no trainable parameters")
@@ -658,7 +571,7 @@ def fit(
                 loss = math.nan
             if what is None and not math.isfinite(loss):
                 what = f"loss {loss}"
-            elif what is None and not _grads_finite(params):
+            elif what is None and not grads_finite(params):
                 what = "a non-finite gradient"
             if what is not None:
                 kept = (

@@ -65,8 +65,8 @@ from guides.attention import (
     tile_side,
 )
 from zoo.data import DataInfo, Dataset
-from zoo.models.base import check_input, data_plate
-from zoo.registry import ModelSpec, ZooModel, register_model
+from zoo.plates import check_input, data_plate
+from zoo.spec import Hooks, ModelSpec, ZooModel
 
 REFERENCE = (
     "Xu et al. (2015), Show, attend and tell, ICML; Deng, Kim, Chiu, Guo & Rush (2018), "
@@ -418,12 +418,14 @@ _FAMILY = {
     "build_model": _build,
     "guides": {"default": _guide},
     "default_guide": "default",
-    "evaluate": evaluate,
-    "evaluate_with_extras": True,
-    "plot": plot,
     "reference": REFERENCE,
-    "batch_transform": _batch_transform,
-    "elbo_for": elbo_for,
+    "hooks": Hooks(
+        evaluate=evaluate,
+        evaluate_with_extras=True,
+        plot=plot,
+        batch_transform=_batch_transform,
+        elbo_for=elbo_for,
+    ),
     "train_defaults": {"num_epochs": 20, "batch_size": 100, "lr": 1e-3},
 }
 
@@ -434,16 +436,17 @@ _DESCRIPTIONS = {
     "amortized": "hard attention with an amortized posterior q(s|x,y), score-function SVI",
 }
 
-for _mode in MODES:
-    for _source, _suffix in (("digits", ""), ("fashion-mnist", "-fashion")):
-        register_model(
-            ModelSpec(
-                name=f"attention-{_mode}{_suffix}",
-                description=f"{_DESCRIPTIONS[_mode]}; cluttered {_source} tiles",
-                config=AttentionConfig(mode=_mode),
-                elbo=ELBO_FOR_MODE[_mode],
-                dataset="cluttered-tiles",
-                dataset_kwargs={"source": _source},
-                **_FAMILY,
-            )
-        )
+#: The family's registry entries, collected by :mod:`zoo.registry`.
+SPECS = tuple(
+    ModelSpec(
+        name=f"attention-{_mode}{_suffix}",
+        description=f"{_DESCRIPTIONS[_mode]}; cluttered {_source} tiles",
+        config=AttentionConfig(mode=_mode),
+        elbo=ELBO_FOR_MODE[_mode],
+        dataset="cluttered-tiles",
+        dataset_kwargs={"source": _source},
+        **_FAMILY,
+    )
+    for _mode in MODES
+    for _source, _suffix in (("digits", ""), ("fashion-mnist", "-fashion"))
+)

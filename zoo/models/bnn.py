@@ -9,7 +9,7 @@ prior of :mod:`zoo.priors` and whose biases are point estimates::
 
 The guides of :mod:`guides.dropout` supply ``q(W)``; training maximizes
 ``(N/B) sum_batch E_q log p(y|x,W) - beta KL(q||p)`` with ``TraceMeanField_ELBO`` and the
-registered KLs, through the local reparameterization trick (:mod:`guides.lrt`) by default.
+registered KLs, through the local reparameterization trick (:mod:`zoo.handlers.lrt`) by default.
 
 After training, weights with ``log alpha > 3`` are pruned (Molchanov et al. 2017) and the net is
 evaluated with the pruned posterior means; :func:`layer_report` gives the per-layer sparsity
@@ -43,12 +43,11 @@ from pyro.nn import PyroModule, PyroParam
 from torch import nn
 
 from guides.dropout import MCDropout, MeanFieldGaussian, SparseVD, VariationalDropout, WeightGuide
-from guides.lrt import LocalReparameterization
 from zoo.data import DataInfo, Dataset
-from zoo.evaluate import posterior_draws
-from zoo.models.base import check_input, data_plate
+from zoo.handlers.lrt import LocalReparameterization
+from zoo.plates import check_input, data_plate
 from zoo.priors import LogUniform, Normal, Prior
-from zoo.registry import ModelSpec, PointwiseDraws, ZooModel, register_model
+from zoo.spec import Hooks, ModelSpec, PointwiseDraws, ZooModel, posterior_draws
 
 __all__ = [
     "ARCHS",
@@ -502,7 +501,7 @@ _RECIPE = {
 
 def _handler(config: BNNConfig) -> LocalReparameterization | None:
     # The layers sample pre-activations and the KLs are closed-form: no weight is ever read, so
-    # none is drawn (guides.lrt, draw_weights).
+    # none is drawn (zoo.handlers.lrt, draw_weights).
     if config.reparam == "shared":
         return None
     return LocalReparameterization(config.reparam, draw_weights=False)
@@ -520,59 +519,67 @@ def _elbo_for(config: BNNConfig, train: Any = None) -> str:
     )
 
 
-def _register(name: str, description: str, config: BNNConfig, dataset: str, train: dict) -> None:
+def _spec(name: str, description: str, config: BNNConfig, dataset: str, train: dict) -> ModelSpec:
     guides = _NORMAL_GUIDES if config.prior == "normal" else _LOGUNIFORM_GUIDES
-    register_model(
-        ModelSpec(
-            name=name,
-            family="bnn",
-            description=description,
-            config=config,
-            build_model=_build,
-            guides=guides,
-            default_guide=next(iter(guides)),
-            elbo="meanfield",
+    return ModelSpec(
+        name=name,
+        family="bnn",
+        description=description,
+        config=config,
+        build_model=_build,
+        guides=guides,
+        default_guide=next(iter(guides)),
+        elbo="meanfield",
+        dataset=dataset,
+        train_defaults=train,
+        reference=REFERENCE,
+        hooks=Hooks(
+            handler=_handler,
             elbo_for=_elbo_for,
-            dataset=dataset,
             evaluate=evaluate,
             plot=plot,
             report=layer_report,
             export=pruned_state_dict,
-            train_defaults=train,
-            reference=REFERENCE,
-            handler=_handler,
             log_likelihood=pointwise_log_likelihood,
-        )
+        ),
     )
 
 
-_register(
-    "logreg",
-    "Bayesian logistic regression, Gaussian prior, mean-field guide",
-    BNNConfig(hidden=(), prior="normal"),
-    "digits",
-    {"num_epochs": 100, "batch_size": 128, "lr": 1e-2},
+def _prior_specs(prior: str) -> tuple[ModelSpec, ...]:
+    what = "Gaussian prior" if prior == "normal" else "log-uniform prior (sparse VD)"
+    return (
+        _spec(
+            f"lenet300-{prior}",
+            f"LeNet-300-100 classifier, {what}",
+            BNNConfig(hidden=(300, 100), prior=prior),
+            "fashion-mnist",
+            {**_RECIPE, "lr_decay_start": 0.5},
+        ),
+        _spec(
+            f"lenet5-{prior}",
+            f"LeNet-5-Caffe conv classifier, {what}",
+            BNNConfig(arch="lenet5", prior=prior),
+            "fashion-mnist",
+            {**_RECIPE, "lr_decay_start": 0.0},
+        ),
+        _spec(
+            f"mlp-regressor-{prior}",
+            f"MLP regressor (50 hidden), Gaussian likelihood with learned noise, {what}",
+            BNNConfig(hidden=(50,), prior=prior),
+            "regression-synthetic",
+            {"num_epochs": 200, "batch_size": 100, "lr": 1e-2, "kl_warmup_end": 20},
+        ),
+    )
+
+
+#: The family's registry entries, collected by :mod:`zoo.registry`.
+SPECS = (
+    _spec(
+        "logreg",
+        "Bayesian logistic regression, Gaussian prior, mean-field guide",
+        BNNConfig(hidden=(), prior="normal"),
+        "digits",
+        {"num_epochs": 100, "batch_size": 128, "lr": 1e-2},
+    ),
+    *(spec for prior in PRIORS for spec in _prior_specs(prior)),
 )
-for _prior in PRIORS:
-    _what = "Gaussian prior" if _prior == "normal" else "log-uniform prior (sparse VD)"
-    _register(
-        f"lenet300-{_prior}",
-        f"LeNet-300-100 classifier, {_what}",
-        BNNConfig(hidden=(300, 100), prior=_prior),
-        "fashion-mnist",
-        {**_RECIPE, "lr_decay_start": 0.5},
-    )
-    _register(
-        f"lenet5-{_prior}",
-        f"LeNet-5-Caffe conv classifier, {_what}",
-        BNNConfig(arch="lenet5", prior=_prior),
-        "fashion-mnist",
-        {**_RECIPE, "lr_decay_start": 0.0},
-    )
-    _register(
-        f"mlp-regressor-{_prior}",
-        f"MLP regressor (50 hidden), Gaussian likelihood with learned noise, {_what}",
-        BNNConfig(hidden=(50,), prior=_prior),
-        "regression-synthetic",
-        {"num_epochs": 200, "batch_size": 100, "lr": 1e-2, "kl_warmup_end": 20},
-    )

@@ -28,6 +28,7 @@ Usage::
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,8 +42,8 @@ from pyro.nn import PyroModule, PyroParam, PyroSample
 from guides.amortized import AmortizedNormal, AnalyticPosterior
 from guides.meanfield import MeanFieldNormal
 from zoo.data import DataInfo, Dataset
-from zoo.models.base import check_input, data_plate
-from zoo.registry import ModelSpec, PointwiseDraws, ZooModel, register_model
+from zoo.plates import check_input, data_plate
+from zoo.spec import Hooks, ModelSpec, PointwiseDraws, ZooModel
 
 REFERENCE = (
     "Tipping & Bishop (1999), Probabilistic principal component analysis, JRSS-B 61(3); "
@@ -421,25 +422,22 @@ _FAMILY = {
     "default_guide": "analytic",
     "elbo": "trace",
     "dataset": "digits",
-    "evaluate": evaluate,
-    "plot": plot,
     "train_defaults": _TRAIN,
     "reference": REFERENCE,
-    "log_likelihood": pointwise_log_likelihood,
     "observes": "x",
 }
+_HOOKS = Hooks(evaluate=evaluate, plot=plot, log_likelihood=pointwise_log_likelihood)
 
-register_model(
+#: The family's registry entries, collected by :mod:`zoo.registry`.
+SPECS = (
     ModelSpec(
         name="ppca",
         description="Probabilistic PCA, ML-II by SVI (exact posterior guide: ELBO = log-lik)",
         config=PPCAConfig(latent_dim=2),
         guides=_GUIDES,
+        hooks=_HOOKS,
         **_FAMILY,
-    )
-)
-
-register_model(
+    ),
     ModelSpec(
         name="bpca",
         description="Bayesian PCA: ARD prior on W's columns prunes unneeded latent dimensions",
@@ -448,7 +446,7 @@ register_model(
         # after ~250 steps on ppca-synthetic, against 4 after 600 steps from init_scale=0.1).
         config=PPCAConfig(latent_dim=10, ard=True, init_scale=1.0),
         guides={"analytic": _analytic_guide},
-        post_step=update_ard,
+        hooks=dataclasses.replace(_HOOKS, post_step=update_ard),
         **_FAMILY,
-    )
+    ),
 )

@@ -8,7 +8,7 @@ The generative process, for each example ``n``::
 with an MLP or a transposed-convolution decoder, and the amortized guide
 ``q_phi(z | x) = N(m_phi(x), diag s_phi(x)^2)`` of :class:`guides.amortized.AmortizedNormal`.
 ``z`` is one sample site of shape ``(B, k)`` in the data plate, so the ELBO's likelihood term
-scales by ``N / B`` (:func:`zoo.models.base.data_plate`).
+scales by ``N / B`` (:func:`zoo.plates.data_plate`).
 
 * **Likelihoods.**  ``bernoulli`` models binarized images: in training each minibatch is
   binarized afresh at every step (dynamic binarization, Burda et al. 2016), while the test split
@@ -62,9 +62,9 @@ from guides.amortized import (
     resize_average_baseline,
 )
 from zoo.data import DataInfo, Dataset
-from zoo.models.base import check_input, data_plate
-from zoo.registry import ModelSpec, ZooModel, register_model
-from zoo.train import TrainConfig, make_elbo, resolve_elbo
+from zoo.elbo import make_elbo
+from zoo.plates import check_input, data_plate
+from zoo.spec import Hooks, ModelSpec, ZooModel, resolve_elbo
 
 REFERENCE = (
     "Kingma & Welling (2014), Auto-encoding variational Bayes, ICLR; Burda, Grosse & "
@@ -425,9 +425,8 @@ def encoder_gradients(
     are not changed, but a ``score-avg`` baseline's moving average advances at every draw, as it
     does in training.
     """
-    config = TrainConfig(num_particles=num_particles, progress=False)
     elbo = make_elbo(
-        resolve_elbo(zm, config),
+        resolve_elbo(zm),
         num_particles=num_particles,
         max_plate_nesting=zm.spec.max_plate_nesting,
     )
@@ -630,12 +629,15 @@ _FAMILY = {
     "guides": {"encoder": _encoder},
     "default_guide": "encoder",
     "elbo": "trace",
-    "evaluate": evaluate,
-    "plot": plot,
     "reference": REFERENCE,
     "observes": "x",
-    "batch_transform": _batch_transform,
-    "elbo_for": elbo_for,
+    "hooks": Hooks(
+        evaluate=evaluate,
+        plot=plot,
+        batch_transform=_batch_transform,
+        elbo_for=elbo_for,
+        train_defaults_for=train_defaults_for,
+    ),
 }
 
 #: name -> (description, config, default dataset, epochs): the family's registry entries.
@@ -660,15 +662,15 @@ _ENTRIES = {
     ),
 }
 
-for _name, (_description, _config, _dataset, _epochs) in _ENTRIES.items():
-    register_model(
-        ModelSpec(
-            name=_name,
-            description=_description,
-            config=_config,
-            dataset=_dataset,
-            train_defaults={"num_epochs": _epochs, "batch_size": 100, "lr": 1e-3},
-            train_defaults_for=train_defaults_for,
-            **_FAMILY,
-        )
+#: The family's registry entries, collected by :mod:`zoo.registry`.
+SPECS = tuple(
+    ModelSpec(
+        name=_name,
+        description=_description,
+        config=_config,
+        dataset=_dataset,
+        train_defaults={"num_epochs": _epochs, "batch_size": 100, "lr": 1e-3},
+        **_FAMILY,
     )
+    for _name, (_description, _config, _dataset, _epochs) in _ENTRIES.items()
+)
