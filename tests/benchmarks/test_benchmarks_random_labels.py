@@ -12,7 +12,7 @@ from benchmarks import random_labels
 from zoo import create_model, load
 from zoo.models.bnn import build_net
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.benchmark, pytest.mark.usefixtures("one_thread")]
 
 #: SparseVD's training accuracy on random digits labels stays below this; chance (the largest
 #: class share of the shuffled labels) is about 0.11 on 500 digits.

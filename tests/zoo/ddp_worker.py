@@ -1,4 +1,4 @@
-"""Run by ``torchrun`` from tests/test_distributed.py: distributed fits, each rank saving what
+"""Run by ``torchrun`` from tests/zoo/test_distributed.py: distributed fits, each rank saving what
 it ended with (its parameters, the averaged gradients of step 0, the losses) to ``OUT``."""
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ import pytest
 
 from benchmarks import sparse_vd
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.benchmark, pytest.mark.usefixtures("one_thread")]
 
 
 def test_tiny_run_writes_the_papers_table(tmp_path):

@@ -8,7 +8,7 @@ import pytest
 
 from benchmarks import uncertainty
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.benchmark, pytest.mark.usefixtures("one_thread")]
 
 
 def test_tiny_run_writes_the_three_tables(tmp_path):

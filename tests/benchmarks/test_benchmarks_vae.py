@@ -8,6 +8,8 @@ import pytest
 
 from benchmarks.vae import LABELS, main
 
+pytestmark = pytest.mark.benchmark
+
 TINY = (
     "--data digits --entry vae-digits --hidden 16 --latent-dim 4 --num-epochs 2 --batch-size 50"
     " --iwae-k 8 --elbo-samples 2 --eval-subset 60 --final-k 32 --final-subset 60"

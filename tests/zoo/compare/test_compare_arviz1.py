@@ -6,7 +6,7 @@ ArviZ 1.x needs Python >= 3.12; pip installs 0.23 on 3.11, where test_compare.py
 and no torch:
 
     python3.12 -m venv /tmp/az1 && /tmp/az1/bin/pip install "arviz>=1" pytest matplotlib
-    /tmp/az1/bin/python -m pytest --noconftest tests/test_compare_arviz1.py
+    /tmp/az1/bin/python -m pytest --noconftest tests/zoo/compare/test_compare_arviz1.py
 """
 
 import importlib.metadata
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def C():
-    path = Path(__file__).resolve().parents[1] / "zoo" / "compare.py"
+    path = Path(__file__).resolve().parents[3] / "zoo" / "compare.py"
     spec = importlib.util.spec_from_file_location("zoo_compare_alone", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module

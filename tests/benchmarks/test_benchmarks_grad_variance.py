@@ -8,6 +8,8 @@ import pytest
 
 from benchmarks.grad_variance import ESTIMATORS, main
 
+pytestmark = pytest.mark.benchmark
+
 # One thread: on a busy machine a second one stalls at every op (see the --threads help).
 TINY = "--data digits --hidden 32 --early-epoch 1 --late-epoch 2 --threads 1".split()
 

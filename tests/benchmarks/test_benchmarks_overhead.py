@@ -16,7 +16,7 @@ import torch
 from benchmarks import overhead
 from benchmarks.common import load_data
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.benchmark, pytest.mark.usefixtures("one_thread")]
 
 
 @pytest.fixture(scope="module")

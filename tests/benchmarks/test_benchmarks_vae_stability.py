@@ -7,6 +7,8 @@ import pytest
 
 from benchmarks.vae_stability import main, summarize
 
+pytestmark = pytest.mark.benchmark
+
 
 def test_tiny_grid_writes_one_summary_row_per_run(tmp_path):
     argv = "--data digits --entry vae-digits --steps 30 --log-every 10 --seeds 0 1".split()

@@ -8,7 +8,7 @@ import pytest
 
 from benchmarks.attention import METHODS, main
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.benchmark, pytest.mark.usefixtures("one_thread")]
 
 TINY = (
     "--num-train 100 --num-test 60 --num-epochs 2 --batch-size 50 --var-draws 8 --var-warmup 4"

@@ -21,8 +21,8 @@ from zoo import load
 from zoo.elbo import make_elbo
 from zoo.train import load_checkpoint
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests" / "zoo"))
 from ddp_worker import EXACT, TRAIN, build  # noqa: E402
 
 pytestmark = pytest.mark.skipif(
@@ -43,7 +43,7 @@ def _torchrun(args: list[str], nproc: int = 2, check: bool = True) -> subprocess
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory) -> tuple[dict, dict, Path]:
     out = tmp_path_factory.mktemp("ddp")
-    _torchrun([str(ROOT / "tests" / "ddp_worker.py"), str(out)])
+    _torchrun([str(ROOT / "tests" / "zoo" / "ddp_worker.py"), str(out)])
     return torch.load(out / "rank0.pt"), torch.load(out / "rank1.pt"), out
 
 
