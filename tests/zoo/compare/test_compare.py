@@ -13,8 +13,6 @@ from zoo.compare import (
     COLUMNS,
     DiagnosticUndefined,
     ElpdResult,
-    _import_arviz,
-    _warnings,
     compare_elpd,
     held_out_elpd,
     inference_data,
@@ -30,6 +28,8 @@ from zoo.compare import (
 from zoo.compare import (
     compare_models as compare,
 )
+from zoo.compare.arviz_adapter import import_arviz
+from zoo.compare.table import warnings_cell
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -132,7 +132,7 @@ def test_every_example_is_scored_under_the_same_draw(name, guide):
 def test_loo_and_waic_equal_arviz_on_hand_built_data():
     """Our InferenceData gives az.loo's and az.waic's numbers exactly, and they obey their
     closed-form identities: p_loo = lppd - elpd_loo, elpd_waic = sum(lppd_i - var_s log p)."""
-    az = _import_arviz()
+    az = import_arviz()
     rng = np.random.default_rng(1)
     s, n = 400, 60
     log_lik = rng.normal(-1.0, 0.4, (s, n)) + rng.normal(0, 0.3, (1, n))
@@ -353,11 +353,13 @@ def test_nuts_matches_the_conjugate_posterior():
     )
     # a reference whose chains disagree says so in its row (here as if they had not mixed)
     loo_nuts = result.loo["nuts"]
-    cell = _warnings(loo_nuts, math.nan, dataclasses.replace(ref, r_hat_max=1.84, divergences=2))
+    unmixed = dataclasses.replace(ref, r_hat_max=1.84, divergences=2)
+    cell = warnings_cell(loo_nuts, math.nan, unmixed)
     assert cell.endswith("NUTS R-hat 1.84 > 1.01; 2 divergences")
-    cell = _warnings(loo_nuts, math.nan, dataclasses.replace(ref, r_hat_max=math.nan))
+    cell = warnings_cell(loo_nuts, math.nan, dataclasses.replace(ref, r_hat_max=math.nan))
     assert "NUTS R-hat undefined (one chain)" in cell
-    assert "NUTS" not in _warnings(loo_nuts, math.nan, dataclasses.replace(ref, r_hat_max=1.005))
+    mixed = dataclasses.replace(ref, r_hat_max=1.005)
+    assert "NUTS" not in warnings_cell(loo_nuts, math.nan, mixed)
     with pytest.raises(ValueError, match="improper"):
         nuts_reference(
             create_model("lenet300-loguniform", data=zoo.load("digits"), hidden=(4,)),

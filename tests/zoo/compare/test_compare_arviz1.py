@@ -1,9 +1,10 @@
-"""The ArviZ adapter of zoo/compare.py on ArviZ 1.x (arviz_base / arviz_stats / arviz_plots).
+"""The ArviZ adapter, zoo/compare/arviz_adapter.py, on ArviZ 1.x (arviz_base, arviz_stats and
+arviz_plots).
 
 ArviZ 1.x needs Python >= 3.12; pip installs 0.23 on 3.11, where test_compare.py covers the
-0.x path.  This file imports neither torch nor the zoo package: it loads zoo/compare.py alone
-(its adapter needs only NumPy, pandas and xarray), so it runs in an environment with ArviZ 1.x
-and no torch:
+0.x path.  This file imports neither torch nor the zoo package: it loads
+zoo/compare/arviz_adapter.py alone (it needs only NumPy, pandas and xarray), so it runs in an
+environment with ArviZ 1.x and no torch:
 
     python3.12 -m venv /tmp/az1 && /tmp/az1/bin/pip install "arviz>=1" pytest matplotlib
     /tmp/az1/bin/python -m pytest --noconftest tests/zoo/compare/test_compare_arviz1.py
@@ -28,7 +29,7 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def C():
-    path = Path(__file__).resolve().parents[3] / "zoo" / "compare.py"
+    path = Path(__file__).resolve().parents[3] / "zoo" / "compare" / "arviz_adapter.py"
     spec = importlib.util.spec_from_file_location("zoo_compare_alone", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
@@ -126,3 +127,13 @@ def test_plot_compare(C, tmp_path):
     b = C.loo(C.inference_data(_log_lik(7, shift=0.2), np.zeros(60)))
     path = C.plot_compare(C.compare_elpd({"a": a, "b": b}), tmp_path / "cmp.png")
     assert path.stat().st_size > 2000
+
+
+def test_mcmc_inference_data_without_pyro_runs(C):
+    """ArviZ 1.x has no Pyro converter: NUTS chains become a DataTree through from_dict."""
+    import xarray as xr
+
+    chains = {"w": np.random.default_rng(8).normal(size=(2, 100, 3))}
+    data, messages = C.mcmc_inference_data(chains)
+    assert isinstance(data, xr.DataTree) and isinstance(messages, list)
+    np.testing.assert_array_equal(data["posterior"]["w"].values, chains["w"])

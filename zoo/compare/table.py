@@ -1,0 +1,428 @@
+"""Every fitted model in one table: PSIS-LOO, stacking weights, held-out scores, diagnostics.
+
+:func:`compare_models` scores each fitted model (and each
+:class:`~zoo.compare.nuts.NUTSReference`) on every training and test example
+(:mod:`zoo.compare.pointwise`), ranks them by PSIS-LOO on the training split with ArviZ's
+stacking weights (Vehtari, Gelman & Gabry 2017; Yao et al. 2018), scores them on the test split
+(held-out elpd, accuracy, expected calibration error) and adds the VI diagnostic of Yao,
+Vehtari, Simpson & Gelman (2018) where it is defined.  The table has the columns
+:data:`COLUMNS`, best ``elpd_loo`` first; :class:`ComparisonResult` keeps what it was computed
+from.
+
+Usage::
+
+    from zoo import compare_models
+    result = compare_models({"meanfield": zm, "nuts": ref}, data, num_samples=200)
+    print(result.table)              # elpd_loo, se, p_loo, weight, warnings, test_elpd, ...
+    result.idata["meanfield"]        # the InferenceData behind its row
+    result.messages()                # every warning ArviZ raised, per model
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from zoo.compare.arviz_adapter import (
+    KHAT_OK,
+    RHAT_OK,
+    ElpdResult,
+    arviz_major,
+    compare_elpd,
+    held_out_elpd,
+    loo,
+    waic,
+)
+from zoo.compare.nuts import NUTSReference
+from zoo.compare.pointwise import (
+    check_num_samples,
+    draws_inference_data,
+    log_likelihood_hook,
+    pointwise_draws,
+)
+from zoo.compare.vi import DiagnosticUndefined, VIDiagnostic, vi_diagnostic
+
+if TYPE_CHECKING:
+    import torch
+
+    from zoo.data import Dataset
+    from zoo.spec import PointwiseDraws, ZooModel
+
+__all__ = ["COLUMNS", "ComparisonResult", "compare_models", "warnings_cell"]
+
+
+#: The table's columns, in order.
+COLUMNS = (
+    "model",
+    "guide",
+    "elpd_loo",
+    "se",
+    "p_loo",
+    "weight",
+    "warnings",
+    "test_elpd",
+    "test_elpd_se",
+    "accuracy",
+    "ece",
+    "sparsity",
+    "fit_seconds",
+    "vi_khat",
+)
+
+
+@dataclass
+class ComparisonResult:
+    """What :func:`compare_models` returns.
+
+    :ivar table: one row per model, best ``elpd_loo`` first, columns :data:`COLUMNS`, index the
+        models' labels.
+    :ivar comparison: :func:`~zoo.compare.arviz_adapter.compare_elpd`'s frame (ArviZ's ranks,
+        ``elpd_diff``, ``dse``, stacking weights).
+    :ivar idata: the ArviZ container (training split) of each model.
+    :ivar loo: PSIS-LOO of each model, with ArviZ's Pareto k per observation and warnings.
+    :ivar waic: WAIC of each model (ArviZ 0.x only; empty on 1.x).
+    :ivar vi: the VI diagnostic of each model, or why it does not apply.
+    :ivar test_log_lik: ``(S, N_test)`` log-likelihoods of the test split per model.
+    :ivar predictive: the test split's posterior predictive mean per model (class
+        probabilities for classifiers).
+    :ivar y_test: the test targets.
+    :ivar nuts: the NUTS references among the models.
+    """
+
+    table: pd.DataFrame
+    comparison: pd.DataFrame
+    idata: dict[str, Any]
+    loo: dict[str, ElpdResult]
+    waic: dict[str, ElpdResult]
+    vi: dict[str, VIDiagnostic | str]
+    test_log_lik: dict[str, np.ndarray]
+    predictive: dict[str, np.ndarray]
+    y_test: np.ndarray | None
+    nuts: dict[str, NUTSReference]
+
+    def messages(self) -> dict[str, list[str]]:
+        """Every warning ArviZ raised, per model."""
+        out: dict[str, list[str]] = {}
+        for label in self.table.index:
+            msgs = list(self.loo[label].messages)
+            if label in self.waic:
+                msgs += [f"WAIC: {m}" for m in self.waic[label].messages]
+            vi = self.vi.get(label)
+            if isinstance(vi, VIDiagnostic):
+                msgs += [f"VI diagnostic: {m}" for m in vi.messages]
+            if label in self.nuts:
+                msgs += [f"NUTS: {m}" for m in self.nuts[label].messages]
+            out[label] = msgs
+        return out
+
+
+def _labelled(models: Mapping[str, Any] | Sequence[Any]) -> dict[str, Any]:
+    if isinstance(models, Mapping):
+        items = [(str(k), v) for k, v in models.items()]
+    else:
+        items = []
+        for m in models:
+            label = f"{m.name}:{m.guide_name}"
+            taken = {k for k, _ in items}
+            label_n, i = label, 2
+            while label_n in taken:
+                label_n, i = f"{label}#{i}", i + 1
+            items.append((label_n, m))
+    if not items:
+        raise ValueError("compare needs at least one fitted model")
+    return dict(items)
+
+
+def _check_models(labelled: Mapping[str, Any], ds: Dataset) -> None:
+    from zoo.data import fingerprint
+    from zoo.spec import ZooModel, check_compatible
+
+    observes = {}
+    for label, m in labelled.items():
+        if not isinstance(m, ZooModel | NUTSReference):
+            raise ValueError(
+                f"{label!r} is a {type(m).__name__}; compare takes fitted ZooModels "
+                "(zoo.create_model + zoo.fit) and NUTSReferences"
+            )
+        zm = m.zm if isinstance(m, NUTSReference) else m
+        log_likelihood_hook(zm)
+        check_compatible(zm, ds)
+        observes[label] = f"p({zm.spec.observes} | ...)"
+    if len(set(observes.values())) > 1:
+        raise ValueError(
+            f"the models observe different things ({observes}); their elpds are not comparable"
+        )
+    expected: dict[bool, str] = {}
+    for label, m in labelled.items():
+        zm = m.zm if isinstance(m, NUTSReference) else m
+        # the fingerprint zoo.fit took: the targets count wherever the data's task has them
+        supervised = zm.info.task != "unsupervised"
+        if supervised not in expected:  # hash the training split once per kind, not per model
+            expected[supervised] = fingerprint(ds.x_train, ds.y_train if supervised else None)
+        if isinstance(m, NUTSReference):
+            seen, size = m.fingerprint, "its NUTS run"
+        elif m.fitted_on is None:
+            raise ValueError(f"{label!r} has not been fitted: call zoo.fit on it first")
+        else:
+            seen, size = m.fitted_on["fingerprint"], f"{m.fitted_on['num_train']} examples"
+        if seen != expected[supervised]:
+            raise ValueError(
+                f"{label!r} was fitted on different data ({size}) than the training split "
+                f"given to compare ({ds.num_train} examples); compare models on the data they "
+                "were fitted on"
+            )
+
+
+def _sparsity(zm: ZooModel) -> float:
+    if zm.spec.hooks.report is None:
+        return math.nan
+    report = zm.spec.hooks.report(zm)
+    if "sparsity_%" not in report:
+        return math.nan
+    return float(report["sparsity_%"].iloc[-1]) / 100
+
+
+def warnings_cell(result: ElpdResult, vi_khat: float, nuts: NUTSReference | None = None) -> str:
+    """The table's warnings cell: PSIS-LOO's Pareto k counts; the VI diagnostic's verdict when
+    it says the guide is far from the posterior; a NUTS reference's failed convergence checks.
+
+    LOO is computed for q, not for the posterior, so a guide much narrower than its posterior
+    can score a near point estimate on its own training data with every Pareto k small; only
+    ``vi_khat`` then shows it.  Likewise chains that never mixed (a BNN's modes) make a "reference"
+    that is none; R-hat above 1.01 (Vehtari et al. 2021) and divergences say so in the row.
+    """
+    summary = result.summary()
+    parts = [summary] if summary else []
+    if math.isfinite(vi_khat) and vi_khat > KHAT_OK:
+        parts.append(f"q far from posterior (vi k={vi_khat:.2g})")
+    if nuts is not None:
+        if math.isnan(nuts.r_hat_max):
+            parts.append("NUTS R-hat undefined (one chain)")
+        elif nuts.r_hat_max > RHAT_OK:
+            parts.append(f"NUTS R-hat {nuts.r_hat_max:.3g} > {RHAT_OK}")
+        if nuts.divergences:
+            parts.append(f"{nuts.divergences} divergences")
+    return "; ".join(parts)
+
+
+def compare_models(
+    models: Mapping[str, Any] | Sequence[Any],
+    data: Dataset | torch.Tensor,
+    y: torch.Tensor | None = None,
+    *,
+    num_samples: int = 200,
+    batch_size: int | None = None,
+    method: str = "stacking",
+    vi: bool = True,
+    seed: int = 0,
+    progress: bool = False,
+) -> ComparisonResult:
+    """Rank fitted models by PSIS-LOO on the training split and score them on the test split.
+
+    For each model, ``num_samples`` draws of its guide (a NUTS reference brings its own) are
+    scored on every training and test example
+    (:func:`~zoo.compare.pointwise.pointwise_log_likelihood`).  The training scores go to
+    ArviZ: PSIS-LOO (Vehtari, Gelman & Gabry 2017), WAIC (Watanabe 2010, ArviZ 0.x) and
+    stacking weights (Yao et al. 2018).  The test scores give the held-out elpd
+    (:func:`~zoo.compare.arviz_adapter.held_out_elpd`); the draws' mean class probabilities the
+    accuracy and the expected calibration error (:func:`zoo.evaluate.expected_calibration_error`).
+    Where defined, the VI diagnostic of Yao, Vehtari, Simpson & Gelman (2018) says how far to
+    trust each guide.
+
+    :param models: fitted :class:`~zoo.registry.ZooModel` s (and
+        :class:`~zoo.compare.nuts.NUTSReference` s), as a dict label -> model or a list
+        (labelled ``name:guide``).
+    :param data: the :class:`~zoo.data.Dataset` the models were fitted on, or its training
+        inputs as a tensor with targets ``y`` (then there is no test split).
+    :param num_samples: posterior draws per guide, ``S``.
+    :param method: ArviZ's weighting: ``stacking``, ``BB-pseudo-BMA`` or ``pseudo-BMA``.
+    :param vi: compute the VI diagnostic where it is defined.
+    :raises ValueError: before any work, for ``num_samples < 2``, no models, a model that was
+        not fitted or was fitted on other data, models observing different things, data of the
+        wrong shape or targets of the wrong length, or an entry without a pointwise
+        log-likelihood.
+    """
+    from zoo.data import as_dataset
+
+    num_samples = check_num_samples(num_samples)
+    if num_samples < 2:
+        raise ValueError("PSIS-LOO needs at least 2 posterior draws per model: num_samples >= 2")
+    labelled = _labelled(models)
+    ds = as_dataset(data, y)
+    _check_models(labelled, ds)
+
+    from tqdm.auto import tqdm
+
+    x_all, y_all, y_test = _pooled(labelled, ds)
+    scored: dict[str, _Scored] = {}
+    bar = tqdm(labelled.items(), desc="compare", disable=not progress, leave=False)
+    for label, m in bar:
+        bar.set_postfix_str(label)
+        scored[label] = _score(
+            label, m, ds, x_all, y_all, num_samples=num_samples, batch_size=batch_size, seed=seed
+        )
+        _diagnose(scored[label], m, ds, num_samples=num_samples, vi=vi, seed=seed)
+
+    loos = {label: s.loo for label, s in scored.items()}
+    comparison = compare_elpd(loos, method=method)
+    return ComparisonResult(
+        table=_ranked_table(scored, comparison),
+        comparison=comparison,
+        idata={label: s.idata for label, s in scored.items()},
+        loo=loos,
+        waic={label: s.waic for label, s in scored.items() if s.waic is not None},
+        vi={label: s.vi for label, s in scored.items() if s.vi is not None},
+        test_log_lik={label: s.test_ll for label, s in scored.items() if s.test_ll is not None},
+        predictive={label: s.predictive for label, s in scored.items() if s.predictive is not None},
+        y_test=y_test,
+        nuts={label: s.nuts for label, s in scored.items() if s.nuts is not None},
+    )
+
+
+@dataclass
+class _Scored:
+    """One model's share of the comparison: its row of the table and what the row comes from."""
+
+    row: dict[str, Any]
+    idata: Any
+    loo: ElpdResult
+    waic: ElpdResult | None = None
+    vi: VIDiagnostic | str | None = None
+    test_ll: np.ndarray | None = None
+    predictive: np.ndarray | None = None
+    nuts: NUTSReference | None = None
+
+
+def _pooled(
+    labelled: Mapping[str, Any], ds: Dataset
+) -> tuple[torch.Tensor, torch.Tensor | None, np.ndarray | None]:
+    """The training and test inputs in one tensor (training first), their targets alike when
+    the models observe ``y`` (``None`` otherwise), and the test targets as NumPy."""
+    import torch
+
+    x_all = torch.cat([ds.x_train, ds.x_test])
+    first = next(iter(labelled.values()))
+    supervised = (first.zm if isinstance(first, NUTSReference) else first).spec.observes == "y"
+    y_all = None
+    if supervised:
+        y_all = torch.cat([ds.y_train, ds.y_test]) if ds.num_test else ds.y_train
+    y_test = ds.y_test.cpu().numpy() if supervised and ds.num_test else None
+    return x_all, y_all, y_test
+
+
+def _score(
+    label: str,
+    m: Any,
+    ds: Dataset,
+    x_all: torch.Tensor,
+    y_all: torch.Tensor | None,
+    *,
+    num_samples: int,
+    batch_size: int | None,
+    seed: int,
+) -> _Scored:
+    """Score ``m`` (a fitted model or a NUTS reference) on every example: PSIS-LOO (and WAIC on
+    ArviZ 0.x) on the training split, the test columns on the test split, its fit's sparsity
+    and time.  The draws are taken right after seeding Pyro with ``seed``."""
+    import pyro
+
+    zm = m.zm if isinstance(m, NUTSReference) else m
+    pyro.set_rng_seed(seed)
+    if isinstance(m, NUTSReference):
+        num_draws = len(next(iter(m.samples.values())))
+        draws = pointwise_draws(zm, x_all, y_all, num_draws, batch_size, samples=m.samples)
+        chains = m.num_chains
+    else:
+        draws = pointwise_draws(zm, x_all, y_all, num_samples, batch_size)
+        chains = 1
+    n_train = ds.num_train
+    log_lik = draws.log_lik.numpy()
+    if np.all(np.ptp(log_lik[:, :n_train], axis=0) == 0):
+        raise ValueError(
+            f"{label!r}: every posterior draw gives the same likelihood (its parameters are "
+            "point estimates), so PSIS-LOO is undefined; compare models with latent "
+            "global variables (e.g. bpca rather than ppca)"
+        )
+    train_draws = type(draws)(
+        log_lik=draws.log_lik[:, :n_train], posterior=draws.posterior, dims=draws.dims
+    )
+    attrs = {"model": zm.name, "guide": m.guide_name, "data": ds.name}
+    idata = draws_inference_data(zm, train_draws, ds.x_train, ds.y_train, attrs, chains)
+    scored = _Scored(row={"model": zm.name, "guide": m.guide_name}, idata=idata, loo=loo(idata))
+    if arviz_major() < 1:
+        scored.waic = waic(idata)
+    _test_columns(scored, zm, draws, log_lik, ds)
+    if isinstance(m, NUTSReference):
+        scored.nuts = m
+        scored.row["sparsity"] = math.nan
+        scored.row["fit_seconds"] = m.seconds
+    else:
+        scored.row["sparsity"] = _sparsity(zm)
+        scored.row["fit_seconds"] = m.fitted_on.get("seconds", math.nan)
+    return scored
+
+
+def _test_columns(
+    scored: _Scored, zm: ZooModel, draws: PointwiseDraws, log_lik: np.ndarray, ds: Dataset
+) -> None:
+    """The held-out elpd and its s.e. and, for a classifier, the accuracy and the expected
+    calibration error of the draws' mean class probabilities; ``nan`` without a test split."""
+    from zoo.evaluate import expected_calibration_error
+
+    row = scored.row
+    row["test_elpd"] = row["test_elpd_se"] = row["accuracy"] = row["ece"] = math.nan
+    if not ds.num_test:
+        return
+    n_train = ds.num_train
+    scored.test_ll = log_lik[:, n_train:]
+    row["test_elpd"], row["test_elpd_se"], _ = held_out_elpd(scored.test_ll)
+    if draws.predictive_mean is not None:
+        scored.predictive = draws.predictive_mean[n_train:].numpy()
+        if zm.info.task == "classification":
+            probs = draws.predictive_mean[n_train:]
+            row["accuracy"] = float((probs.argmax(-1) == ds.y_test.cpu()).double().mean())
+            row["ece"] = expected_calibration_error(probs, ds.y_test.cpu())
+
+
+def _diagnose(
+    scored: _Scored, m: Any, ds: Dataset, *, num_samples: int, vi: bool, seed: int
+) -> None:
+    """The VI diagnostic of a guide (Pyro seeded with ``seed`` first), or why there is none."""
+    import pyro
+
+    scored.row["vi_khat"] = math.nan
+    if isinstance(m, NUTSReference):
+        scored.vi = "NUTS: no guide to diagnose (see r_hat_max, ess_bulk_min)"
+    elif vi:
+        try:
+            pyro.set_rng_seed(seed)
+            scored.vi = vi_diagnostic(m, ds, num_samples=max(num_samples, 5))
+            scored.row["vi_khat"] = scored.vi.khat
+        except DiagnosticUndefined as exc:
+            scored.vi = str(exc)
+
+
+def _ranked_table(scored: Mapping[str, _Scored], comparison: pd.DataFrame) -> pd.DataFrame:
+    """The table: one row per model in ``comparison``'s order (best first), :data:`COLUMNS`."""
+    table = []
+    for label in comparison.index:
+        s = scored[label]
+        row = s.row
+        table.append(
+            {
+                **{k: row[k] for k in ("model", "guide")},
+                "elpd_loo": s.loo.elpd,
+                "se": s.loo.se,
+                "p_loo": s.loo.p,
+                "weight": float(comparison.loc[label, "weight"]),
+                "warnings": warnings_cell(s.loo, row["vi_khat"], s.nuts),
+                **{k: row[k] for k in COLUMNS[7:]},
+            }
+        )
+    frame = pd.DataFrame(table, index=pd.Index(list(comparison.index), name="label"))
+    return frame[list(COLUMNS)]
