@@ -2,7 +2,8 @@
 
 Every model's flags come from its registry entry: the fields of its config dataclass and of
 :class:`zoo.train.TrainConfig`, hyphenated (``--latent-dim``, ``--num-epochs``), with the
-family's training defaults.  ``zoo train NAME --help`` lists them.
+family's training defaults.  ``zoo train NAME --help`` lists them.  This module only parses the
+command line; the workflows it starts live in :mod:`zoo.jobs`.
 
 Usage::
 

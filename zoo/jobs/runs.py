@@ -1,5 +1,4 @@
-"""One model's run: train it, evaluate or export its checkpoint (``zoo list | train | evaluate |
-export``).
+"""One model's run: ``zoo train``, ``zoo evaluate`` and ``zoo export`` (and ``zoo list``).
 
 A run's folder holds the trainer's ``checkpoint.pt``, ``metrics.csv`` and ``config.json``, and
 the ``evaluation.json``, plots and layer report written here.
