@@ -5,8 +5,9 @@ import dataclasses
 import pandas as pd
 import pytest
 
-from zoo.cli import COMPARE_OUTPUTS, main
+from zoo.cli import main
 from zoo.compare import COLUMNS
+from zoo.jobs import COMPARE_OUTPUTS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -95,8 +96,8 @@ def test_a_model_restored_from_its_checkpoint_can_be_compared(tmp_path):
     """The checkpoint keeps the training data's fingerprint, so compare accepts the restored
     model on the same data and refuses it on other data."""
     import zoo
-    from zoo.cli import _from_checkpoint
     from zoo.compare import compare_models as compare
+    from zoo.jobs import from_checkpoint
 
     out = tmp_path / "run"
     args = [
@@ -110,7 +111,7 @@ def test_a_model_restored_from_its_checkpoint_can_be_compared(tmp_path):
         str(out),
     ]
     assert main(args) == 0
-    zm, _ = _from_checkpoint(str(out / "checkpoint.pt"))
+    zm, _ = from_checkpoint(str(out / "checkpoint.pt"))
     digits = zoo.load("digits")
     result = compare([zm], digits, num_samples=10, vi=False)
     assert result.table["model"].tolist() == ["logreg"]

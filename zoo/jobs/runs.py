@@ -1,0 +1,227 @@
+"""One model's run: ``zoo train``, ``zoo evaluate`` and ``zoo export`` (and ``zoo list``).
+
+A run's folder holds the trainer's ``checkpoint.pt``, ``metrics.csv`` and ``config.json``, and
+the ``evaluation.json``, plots and layer report written here.
+
+Usage::
+
+    from zoo.jobs import evaluate_job, from_checkpoint
+    zm, ckpt = from_checkpoint("runs/ppca/checkpoint.pt")   # the model, trained state restored
+    evaluate_job("runs/ppca/checkpoint.pt", out="runs/ppca-eval")
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+import zoo.data as zdata
+import zoo.distributed as zdist
+from zoo.registry import create_model, get_spec, list_models
+from zoo.spec import ZooModel, resolve_elbo
+from zoo.train import TrainConfig, fit, load_checkpoint, resolve_device
+
+
+def load_data(name: str, data_dir: str | None, kwargs: dict | None = None) -> zdata.Dataset:
+    """The dataset ``name`` (see :func:`zoo.data.list_datasets`), from ``data_dir`` when given.
+
+    :param kwargs: the dataset's own options, such as a registry entry's ``dataset_kwargs``.
+    """
+    return zdata.load(name, data_dir=data_dir, **(kwargs or {}))
+
+
+def print_metrics(metrics: dict[str, dict[str, float]]) -> None:
+    """Print ``{split: {metric: value}}`` as one row per split, four decimals."""
+    frame = pd.DataFrame(metrics).T
+    print(frame.to_string(float_format=lambda v: f"{v:.4f}"))
+
+
+def write_report(zm: ZooModel, out: Path) -> None:
+    """Write and print the family's ``report`` table (a BNN's layers) as ``out/report.csv``;
+    nothing for a family without one."""
+    if zm.spec.hooks.report is None:
+        return
+    table = zm.spec.hooks.report(zm)
+    table.to_csv(out / "report.csv", index=False)
+    with pd.option_context("display.width", 200):
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+
+
+def from_checkpoint(path: str) -> tuple[ZooModel, dict]:
+    """Rebuild the model saved in the checkpoint at ``path`` (a file or the folder holding it).
+
+    The model remembers the fingerprint of its training data, so :func:`zoo.compare_models`
+    accepts it on the same data and refuses it on other data.
+
+    :returns: the model, with its trained state, and the checkpoint's dictionary.
+    :raises FileNotFoundError: when there is no checkpoint at ``path``.
+    """
+    ckpt = load_checkpoint(path)
+    desc = ckpt["model"]
+    info = zdata.DataInfo(
+        **{k: tuple(v) if isinstance(v, list) else v for k, v in desc["info"].items()}
+    )
+    zm = create_model(desc["name"], data=info, guide=desc["guide"], **desc["config"])
+    zm.load_state_dict(ckpt["state"])
+    if "data_fingerprint" in ckpt:  # written since zoo compare exists
+        zm.fitted_on = {
+            "fingerprint": ckpt["data_fingerprint"],
+            "num_train": ckpt["num_data"],
+            "source": ckpt["data"],
+            "seconds": sum(row.get("seconds", 0.0) for row in ckpt["history"]),
+        }
+    return zm, ckpt
+
+
+def list_job(family: str | None = None) -> int:
+    """``zoo list``: print the registered models (of ``family`` only, when given).
+
+    :returns: 0, or 1 when the family has no models.
+    """
+    rows = []
+    for name in list_models(family):
+        spec = get_spec(name)
+        rows.append(
+            {
+                "model": name,
+                "family": spec.family,
+                "guides": ",".join(sorted(spec.guides)),
+                "default guide": spec.default_guide,
+                "elbo": spec.elbo,
+                "dataset": spec.dataset,
+                "description": spec.description,
+            }
+        )
+    if not rows:
+        print(f"no models in family {family!r}")
+        return 1
+    with pd.option_context("display.max_colwidth", 90, "display.width", 200):
+        print(pd.DataFrame(rows).to_string(index=False))
+    return 0
+
+
+def train_job(
+    name: str,
+    guide: str,
+    data: str,
+    data_dir: str | None,
+    model_cfg: Mapping[str, Any],
+    train_cfg: TrainConfig,
+    plots: bool = True,
+) -> int:
+    """``zoo train NAME``: train the registered model ``name`` and write its outputs.
+
+    Under ``torchrun`` every rank trains; only rank 0 prints, evaluates and writes
+    ``evaluation.json``, the family's plots and its report next to the trainer's checkpoint and
+    ``metrics.csv``.
+
+    :param guide: a guide of the entry.
+    :param data: the dataset's name; the entry's ``dataset_kwargs`` apply to its own dataset.
+    :param model_cfg: the model's options, fields of the entry's config dataclass.
+    :param train_cfg: the training options; its ``out_dir`` is the output folder.
+    :param plots: write the family's PNGs.
+    :returns: 0.
+    """
+    spec = get_spec(name)
+    kwargs = dict(spec.dataset_kwargs) if data == spec.dataset else {}
+    dataset = load_data(data, data_dir, kwargs)
+    zm = create_model(name, data=dataset, guide=guide, seed=train_cfg.seed, **model_cfg)
+    # under torchrun only rank 0 reports and writes; the others train and leave
+    main = not train_cfg.distributed or os.environ.get("RANK", "0") == "0"
+    if main:
+        print(
+            f"training {name} (guide {guide}, elbo {resolve_elbo(zm, train_cfg)}) on "
+            f"{dataset.name}: {dataset.num_train} train / {dataset.num_test} test examples"
+        )
+    try:
+        result = fit(zm, dataset, config=train_cfg)
+    finally:
+        if train_cfg.distributed:
+            zdist.finish()
+    if not main:
+        return 0
+    metrics = {split: zm.evaluate(dataset, split) for split in ("train", "test")}
+    out = Path(train_cfg.out_dir)
+    (out / "evaluation.json").write_text(json.dumps(metrics, indent=2))
+    if plots and spec.hooks.plot is not None:
+        for path in spec.hooks.plot(zm, dataset, out):
+            print(f"wrote {path}")
+    print(
+        f"{result.steps} steps in {result.seconds:.1f}s on {result.device}; "
+        f"checkpoint {result.checkpoint}"
+    )
+    print_metrics(metrics)
+    write_report(zm, out)
+    return 0
+
+
+def evaluate_job(
+    checkpoint: str,
+    data: str | None = None,
+    data_dir: str | None = None,
+    device: str = "auto",
+    out: str | None = None,
+    plots: bool = True,
+) -> int:
+    """``zoo evaluate``: the metrics, plots and report of a checkpoint.
+
+    :param data: the dataset to evaluate on; by default the one the checkpoint was trained on.
+    :param out: the output folder; by default the checkpoint's.
+    :returns: 0.
+    :raises ValueError: for a model trained on user tensors and no ``data``.
+    """
+    zm, ckpt = from_checkpoint(checkpoint)
+    desc = ckpt["model"]
+    if data is not None:
+        dataset = load_data(data, data_dir)
+    elif ckpt["data"]:
+        source = ckpt["data"]
+        dataset = load_data(source["name"], data_dir, dict(source.get("kwargs", {})))
+    else:
+        raise ValueError("this checkpoint was trained on user tensors: pass --data to evaluate it")
+    zm.to(resolve_device(device)).eval()
+    metrics = {split: zm.evaluate(dataset, split) for split in ("train", "test")}
+    folder = Path(out) if out else Path(checkpoint).resolve().parent
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "evaluation.json").write_text(json.dumps(metrics, indent=2))
+    if zm.spec.hooks.plot is not None and plots:
+        for path in zm.spec.hooks.plot(zm, dataset, folder):
+            print(f"wrote {path}")
+    print(f"{desc['name']} (guide {desc['guide']}) after {ckpt['step']} steps, on {dataset.name}")
+    print_metrics(metrics)
+    write_report(zm, folder)
+    return 0
+
+
+def export_job(checkpoint: str, out: str, force: bool = False) -> int:
+    """``zoo export``: write the deterministic network of a checkpoint as a state dict.
+
+    The file is written under a temporary name, then renamed: a failure leaves ``out`` as it was.
+
+    :returns: 0.
+    :raises ValueError: when the family has no export, or ``out`` exists and not ``force``.
+    """
+    zm, _ = from_checkpoint(checkpoint)
+    if zm.spec.hooks.export is None:
+        raise ValueError(f"{zm.name} has no deterministic export")
+    target = Path(out)
+    if target.exists() and not force:
+        raise ValueError(f"{target} exists; pass --force to overwrite it")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    state = zm.spec.hooks.export(zm)
+    tmp = target.with_name(target.name + ".tmp")
+    torch.save(state, tmp)
+    tmp.replace(target)
+    kept = sum(int(v.count_nonzero()) for k, v in state.items() if k.endswith("weight"))
+    total = sum(v.numel() for k, v in state.items() if k.endswith("weight"))
+    print(
+        f"wrote {target}: the state dict of {zm.name}'s deterministic network, "
+        f"{kept}/{total} nonzero weights ({total / max(kept, 1):.1f}x compression)"
+    )
+    return 0
