@@ -164,7 +164,7 @@ class FitResult:
     :ivar device: where the model trained.
     :ivar checkpoint: the final checkpoint, or ``None`` without ``out_dir``.
     :ivar losses: the loss per example, ``-ELBO / N`` at the step's ``beta``, of each step that
-        this call took.
+        this call (the trainer, for :meth:`~zoo.train.Trainer.run`) took.
     """
 
     history: pd.DataFrame

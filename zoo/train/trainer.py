@@ -121,7 +121,9 @@ class Trainer:
 
     :ivar config: the run's :class:`TrainConfig`.
     :ivar device: where the model trains.
-    :ivar elbo: the Pyro ELBO whose ``loss_and_grads`` each step calls.
+    :ivar elbo: the Pyro ELBO whose ``loss_and_grads`` each step calls (another one may be
+        put in its place, e.g. by a benchmark's ablation; not under DDP, whose wrapper holds
+        the first).
     :ivar params: the trained parameters, those of ``zm``.
     :ivar optimizer: Adam over :attr:`params`.
     :ivar scheduler: its learning-rate schedule (``lr_schedule``), stepped once per step.
