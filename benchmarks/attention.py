@@ -40,6 +40,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import statistics
 import time
@@ -52,7 +53,7 @@ from pyro.infer import TraceEnum_ELBO, config_enumerate
 from benchmarks.common import add_run_arguments, header, markdown_table, torch_threads
 from benchmarks.grad_variance import _clone_state, _GroupedMoments
 from guides.amortized import frozen_average_baseline, reset_average_baseline
-from zoo import TrainConfig, ZooModel, create_model, fit
+from zoo import TrainConfig, Trainer, ZooModel, create_model, fit
 from zoo.data import Dataset, load
 from zoo.elbo import make_elbo
 from zoo.models.attention import attention_parameters
@@ -218,6 +219,18 @@ def _steps_to(history: pd.DataFrame, fraction: float) -> int:
     return int(hit["step"].iloc[0])
 
 
+def _train_config(data: Dataset, args: argparse.Namespace) -> TrainConfig:
+    """The settings every method trains with."""
+    return TrainConfig(
+        num_epochs=args.num_epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        device=str(data.device),
+        seed=args.seed,
+        progress=args.progress,
+    )
+
+
 def train_all(
     source: str, data: Dataset, args: argparse.Namespace
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, dict[str, Any]], dict[str, ZooModel]]:
@@ -227,14 +240,7 @@ def train_all(
     for method in args.methods:
         zm = _create(method, source, data, args.seed)
         states[method] = {"initial": _clone_state(zm)}
-        config = TrainConfig(
-            num_epochs=args.num_epochs,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            device=str(data.device),
-            seed=args.seed,
-            progress=args.progress,
-        )
+        config = _train_config(data, args)
         result = fit(zm, data, config=config)
         states[method]["final"] = _clone_state(zm)
         fitted[method] = zm
@@ -268,28 +274,22 @@ def train_all(
 
 
 def step_times(source: str, data: Dataset, args: argparse.Namespace) -> pd.DataFrame:
-    """Median milliseconds per optimizer step of every method, and of a hand-written PyTorch
+    """Median milliseconds per optimizer step of every method and of a hand-written PyTorch
     loop minimizing ``enum``'s exact loss ``-(N/B) sum_i log sum_s p(s|x_i) p(y_i|x_i, s)`` on
     the same network without Pyro, timed in interleaved rounds so that all see the same load.
 
-    A step is one ``loss_and_grads`` (or ``backward``) and one Adam step on a random minibatch,
-    without :func:`zoo.fit`'s bookkeeping.
+    A method's step is :meth:`zoo.Trainer.step` with the settings :func:`train_all` trains
+    with: the step :func:`zoo.fit` takes, without the epochs' evaluation.  The reference's is
+    one ``backward`` and one Adam step on a random minibatch.
     """
     n, batch = data.num_train, args.batch_size
     gen = torch.Generator().manual_seed(args.seed)
     steps: dict[str, Any] = {}
+    config = dataclasses.replace(_train_config(data, args), progress=False, eval_every=0)
     for method in args.methods:
-        zm = _create(method, source, data, args.seed)
-        elbo = make_elbo(resolve_elbo(zm, TrainConfig()), max_plate_nesting=1)
-        model, guide = zm.callables()
-        optimizer = torch.optim.Adam(zm.parameters(), lr=args.lr)
-
-        def step(idx: torch.Tensor, elbo=elbo, model=model, guide=guide, opt=optimizer) -> None:
-            opt.zero_grad(set_to_none=True)
-            elbo.loss_and_grads(model, guide, data.x_train[idx], data.y_train[idx], num_data=n)
-            opt.step()
-
-        steps[method] = step
+        trainer = Trainer(_create(method, source, data, args.seed), data, config=config)
+        # the trainer draws its own minibatch, from its epoch's permutation
+        steps[method] = lambda _idx, trainer=trainer: trainer.step()
     net = _create("enum", source, data, args.seed).model
     optimizer = torch.optim.Adam(net.parameters(), lr=args.lr)
 
@@ -443,8 +443,9 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> dict[str, pd.DataF
     md += (
         "## Time per step against a hand-written PyTorch loop\n\n"
         f"Median over {args.timing_rounds} interleaved rounds of "
-        f"{max(1, args.timing_steps // args.timing_rounds)} steps (bare steps; the final table's "
-        "`ms_per_step` is inside `zoo.fit`, whose epochs ran at different times).\n\n"
+        f"{max(1, args.timing_steps // args.timing_rounds)} steps (`zoo.Trainer.step()`, the "
+        "step `zoo.fit` takes, without its evaluations; the final table's `ms_per_step` is "
+        "inside `zoo.fit`, whose epochs ran at different times).\n\n"
     )
     md += markdown_table(timing) + "\n"
     md += "## Variance of the attention network's gradient at fixed parameters\n\n"

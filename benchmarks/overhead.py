@@ -1,11 +1,14 @@
 """The zoo's overhead: each model's SVI step against the same step hand-written in PyTorch.
 
-For every entry below, the zoo's training step (the registry entry, its default guide and ELBO,
-run as :func:`zoo.fit` runs a step: index a device-resident minibatch, the entry's batch
-transform, ``loss_and_grads``, the finite-gradient guard, Adam) is timed against a reference
-written here from the model's formulas in plain PyTorch (no Pyro), with the same architecture,
-parameters, estimator, noise and optimizer.  ``tests/test_benchmarks_overhead.py`` checks that
-both sides compute the same ELBO for the same parameters and the same random draws.
+For every entry below, the zoo's training step, :meth:`zoo.Trainer.step` (exactly the step
+:func:`zoo.fit` takes, with the entry's training defaults at the timed batch size and learning
+rate: the next minibatch of the epoch's device-resident permutation, the entry's batch
+transform, the KL-annealing handler, ``loss_and_grads``, the finite loss and gradient guard,
+gradient clipping when set, Adam, the learning-rate scheduler and the post-step hook), is timed
+against a reference written here from the model's formulas in plain PyTorch (no Pyro), with the
+same architecture, parameters, estimator, noise and optimizer.
+``tests/benchmarks/test_benchmarks_overhead.py`` checks that both sides compute the same ELBO
+for the same parameters and the same random draws.
 
 * ``sparsevd-lenet300``, ``sparsevd-lenet5``: sparse variational dropout (Molchanov et al.
   2017) with the local reparameterization (Kingma et al. 2015), on Fashion-MNIST;
@@ -56,11 +59,10 @@ from torch import nn
 from benchmarks.common import header, load_data, markdown_table, torch_threads, write_results
 from zoo import create_model
 from zoo.data import Dataset
-from zoo.elbo import make_elbo
 from zoo.models.bnn import build_net
 from zoo.priors import LOG_ALPHA_EPS, sparse_vd_kl
-from zoo.spec import ZooModel, resolve_elbo
-from zoo.train import TrainConfig, grads_finite, resolve_device
+from zoo.spec import ZooModel
+from zoo.train import Trainer, grads_finite, resolve_device
 
 __all__ = ["ENTRIES", "MISSING", "Pair", "main", "time_pair"]
 
@@ -73,15 +75,15 @@ _LOG_2PI = math.log(2 * math.pi)
 class Pair:
     """Both sides of one comparison, sharing data and initial parameters.
 
-    :ivar zoo_step: one zoo training step on a fresh random minibatch.
+    :ivar zoo_step: :meth:`zoo.Trainer.step`, one zoo training step on its next minibatch.
     :ivar ref_step: one hand-written training step on a fresh random minibatch.
     :ivar zoo_loss: ``-ELBO`` of the zoo on ``(x, y)`` at the current parameters (draws noise).
     :ivar ref_loss: the same for the reference (draws the same noise in the same order).
     :ivar num_data: ``N``, the training-set size the plate stands for.
     """
 
-    zoo_step: Callable[[], None]
-    ref_step: Callable[[], None]
+    zoo_step: Callable[[], object]
+    ref_step: Callable[[], object]
     zoo_loss: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
     ref_loss: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
     num_data: int
@@ -90,36 +92,31 @@ class Pair:
 def _zoo_side(
     zm: ZooModel, data: Dataset, batch: int, lr: float, elbo: ELBO | None = None
 ) -> tuple[Callable, Callable]:
-    """The step :func:`zoo.fit` takes (its loop body, without progress bar and bookkeeping)."""
-    zm.to(data.device).train()
-    if elbo is None:
-        name = resolve_elbo(zm, TrainConfig(**zm.spec.train_defaults))
-        elbo = make_elbo(name, max_plate_nesting=zm.spec.max_plate_nesting)
-    model, guide = zm.callables()
-    transform = zm.spec.hooks.batch_transform
-    params = list(zm.parameters())
-    optimizer = torch.optim.Adam(params, lr=lr)
-    n = data.num_train
-    labelled = zm.info.task != "unsupervised"
-
-    def step() -> None:
-        idx = torch.randint(n, (batch,), device=data.device)
-        xb = data.x_train.index_select(0, idx)
-        yb = data.y_train.index_select(0, idx) if labelled else None
-        if transform is not None:
-            xb, yb = transform(zm, xb, yb)
-        optimizer.zero_grad(set_to_none=True)
-        loss = elbo.loss_and_grads(model, guide, xb, yb, num_data=n)
-        if not (math.isfinite(loss) and grads_finite(params)):
-            raise FloatingPointError("the zoo step diverged")
-        optimizer.step()
+    """The step :func:`zoo.fit` takes, :meth:`zoo.Trainer.step` (the entry's training defaults
+    at batch ``batch`` and learning rate ``lr``; Pyro's validation as the caller set it), and
+    the zoo's ``-ELBO`` of a given batch at ``beta = 1``.  ``elbo`` replaces the entry's
+    estimator (an ablation)."""
+    trainer = Trainer(
+        zm,
+        data,
+        lr=lr,
+        batch_size=batch,
+        device=str(data.device),
+        progress=False,
+        eval_every=0,
+        validate=True,
+    )
+    if elbo is not None:
+        trainer.elbo = elbo
+    model, guide = zm.callables()  # without the KL annealing: the ELBO itself
+    n = trainer.num_data
 
     def loss(x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         # TraceEnum_ELBO refuses to run without autograd, even when only the value is wanted
         with torch.enable_grad():
-            return elbo.differentiable_loss(model, guide, x, y, num_data=n).detach()
+            return trainer.elbo.differentiable_loss(model, guide, x, y, num_data=n).detach()
 
-    return step, loss
+    return trainer.step, loss
 
 
 def _ref_side(
@@ -129,7 +126,7 @@ def _ref_side(
     batch: int,
     lr: float,
     transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
-) -> Callable[[], None]:
+) -> Callable[[], object]:
     """A plain PyTorch loop: random minibatch, ``-ELBO``, backward, the same guard, Adam."""
     params = list(module.parameters())
     optimizer = torch.optim.Adam(params, lr=lr)
@@ -417,7 +414,7 @@ def ablation_pair(name: str, data: Dataset, batch: int, lr: float = 1e-3) -> Pai
     return Pair(sides[0][0], sides[1][0], sides[0][1], sides[1][1], data.num_train)
 
 
-def _validated(step: Callable[[], None]) -> Callable[[], None]:
+def _validated(step: Callable[[], object]) -> Callable[[], object]:
     def run() -> None:
         with pyro.validation_enabled(True):
             step()
@@ -434,7 +431,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _block_ms(step: Callable[[], None], steps: int, device: torch.device) -> float:
+def _block_ms(step: Callable[[], object], steps: int, device: torch.device) -> float:
     """Milliseconds per step over a block of ``steps`` steps."""
     _sync(device)
     if device.type == "cuda":
@@ -451,7 +448,7 @@ def _block_ms(step: Callable[[], None], steps: int, device: torch.device) -> flo
     return 1000 * (time.perf_counter() - started) / steps
 
 
-def peak_memory_mib(step: Callable[[], None], device: torch.device) -> float:
+def peak_memory_mib(step: Callable[[], object], device: torch.device) -> float:
     """Peak memory allocated during one ``step`` above what was allocated before it, in MiB."""
     if device.type == "cuda":
         _sync(device)
@@ -622,9 +619,13 @@ def _report(table: pd.DataFrame, args, argv, devices) -> None:
     md += (
         f"Per model and batch size: {args.reps} repetitions of alternating blocks of "
         f"{args.steps} steps (zoo, reference, order alternating), after 3 warm-up steps of each; "
-        "medians (ratio: median of the per-repetition ratios, with their range). One step: "
-        "random device-resident minibatch, the entry's batch transform, forward, backward, "
-        "finite-gradient check, Adam. Epoch: step time x ceil(N / B). Peak: memory allocated "
+        "medians (ratio: median of the per-repetition ratios, with their range). Zoo step: "
+        "`zoo.Trainer.step()`, the step `zoo.fit` takes with the entry's training defaults "
+        "(next minibatch of the epoch's device-resident permutation, batch transform, KL "
+        "annealing, forward, backward, finite loss and gradient guard, clipping if set, Adam, "
+        "lr scheduler, post-step hook). Reference step: random device-resident minibatch, "
+        "forward, backward, finite-gradient check, Adam. Epoch: step time x ceil(N / B). "
+        "Peak: memory allocated "
         "during one step. Pyro validation: "
         + ("on" if args.validate else "off (zoo.fit's validate=False)")
         + ". Target (issue 8): ratio <= 1.10 on CPU, <= 1.25 on GPU.\n\n"

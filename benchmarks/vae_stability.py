@@ -13,8 +13,11 @@ learning rates, floors of the encoder's scale (``encoder_min_scale``) and seeds,
   summed over ``N`` examples, so norms of ``1e8`` are normal);
 * ``loss``: the mean training loss per example over the last ``--log-every`` steps.
 
-``--clip-norm`` clips the global gradient norm before each Adam step, as ``zoo.fit`` does with
-``clip_norm``; the logged ``grad_norm`` is the encoder's norm before clipping.
+Each run takes the steps of :class:`zoo.Trainer`, those :func:`zoo.fit` takes: minibatches
+from each epoch's permutation, the entry's batch transform, the guard that stops at a
+non-finite loss or gradient, and ``--clip-norm`` as its ``clip_norm`` (the global gradient
+norm clipped before each Adam step); the logged ``grad_norm`` is the encoder's norm before
+clipping.
 
 A run counts as diverged when the probe's KL exceeds ``--kl-limit`` nats at any logged step
 (the reparameterized fit sits near 15 to 20 nats on Fashion-MNIST).
@@ -36,7 +39,6 @@ import time
 from collections.abc import Sequence
 
 import pandas as pd
-import pyro
 import torch
 
 from benchmarks.common import (
@@ -48,11 +50,9 @@ from benchmarks.common import (
     write_results,
 )
 from benchmarks.vae import add_vae_arguments
-from guides.amortized import ESTIMATORS, reset_average_baseline
-from zoo import TrainConfig, ZooModel, create_model, get_spec
+from guides.amortized import ESTIMATORS
+from zoo import TrainConfig, Trainer, ZooModel, create_model, get_spec
 from zoo.data import Dataset
-from zoo.elbo import make_elbo
-from zoo.spec import resolve_elbo
 from zoo.train import resolve_device
 
 
@@ -74,29 +74,33 @@ def run_one(
     seed: int,
     args: argparse.Namespace,
 ) -> list[dict[str, float]]:
-    """Train ``args.steps`` SVI steps as :func:`zoo.fit` would (same ELBO, batch hook and
-    objective, uniform minibatches), logging the probe every ``args.log_every`` steps."""
-    zm = create_model(entry, data=data, seed=seed, estimator=estimator, encoder_min_scale=floor).to(
-        data.device
+    """Train ``args.steps`` steps of :class:`zoo.Trainer` (the steps :func:`zoo.fit` takes, at
+    learning rate ``lr``, batch ``args.batch_size``, clipping at ``args.clip_norm``, seeded
+    ``seed``), logging the probe every ``args.log_every`` steps.
+
+    :raises zoo.DivergenceError: at a non-finite loss or gradient, as :func:`zoo.fit` would.
+    """
+    zm = create_model(entry, data=data, seed=seed, estimator=estimator, encoder_min_scale=floor)
+    per_epoch = math.ceil(data.num_train / min(args.batch_size, data.num_train))
+    config = TrainConfig(
+        num_epochs=math.ceil(args.steps / per_epoch),
+        batch_size=args.batch_size,
+        lr=lr,
+        clip_norm=args.clip_norm,
+        seed=seed,
+        device=str(data.device),
+        progress=False,
+        eval_every=0,
     )
-    pyro.set_rng_seed(seed)
-    reset_average_baseline()
-    config = TrainConfig(batch_size=args.batch_size, lr=lr, seed=seed)
-    elbo = make_elbo(resolve_elbo(zm, config), max_plate_nesting=zm.spec.max_plate_nesting)
-    model, guide = zm.callables()
-    x_all = data.x_train
-    num_data = x_all.shape[0]
-    guide(x_all[: args.batch_size], None, num_data=num_data)  # builds lazy parameters
-    optimizer = torch.optim.Adam(zm.parameters(), lr=lr)
+    trainer = Trainer(zm, data, config=config)
     encoder = [p for n, p in zm.guide.named_parameters() if not n.startswith("baseline")]
-    probe_x = x_all[: args.probe_size]
-    gen = torch.Generator(device=data.device).manual_seed(seed)
+    probe_x = trainer.x_train[: args.probe_size]
     rows, losses = [], []
     for step in range(1, args.steps + 1):
-        idx = torch.randint(0, num_data, (args.batch_size,), generator=gen, device=data.device)
-        xb, _ = zm.spec.hooks.batch_transform(zm, x_all[idx], None)
-        optimizer.zero_grad()
-        losses.append(elbo.loss_and_grads(model, guide, xb, None, num_data=num_data) / num_data)
+        # Trainer.step() in its three phases, to read the encoder's gradient before update()
+        # clips it
+        xb, yb = trainer.next_batch()
+        losses.append(trainer.backward(xb, yb) / trainer.num_data)
         if step % args.log_every == 0 or step == args.steps:
             norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in encoder]))
             rows.append(
@@ -113,9 +117,7 @@ def run_one(
                 }
             )
             losses = []
-        if args.clip_norm is not None:
-            torch.nn.utils.clip_grad_norm_(list(zm.parameters()), args.clip_norm)
-        optimizer.step()
+        trainer.update()
     return rows
 
 
@@ -197,7 +199,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, pd.DataFrame]:
         "## Settings\n\n"
         f"- model: `{args.entry}` on {args.data} (N = {data.num_train}), estimator "
         f"`{args.estimator}`, batch {args.batch_size}, {args.steps} steps per run, one "
-        "particle, uniform minibatches, gradient norm clipped at "
+        "particle, `zoo.Trainer` steps (minibatches from each epoch's permutation), gradient "
+        "norm clipped at "
         f"{'none' if args.clip_norm is None else f'{args.clip_norm:g}'}\n"
         f"- probe: the first {args.probe_size} training images every {args.log_every} steps; "
         f"diverged = probe KL above {args.kl_limit:g} nats at a logged step\n"

@@ -1,0 +1,53 @@
+"""One SVI loop for every model in the zoo: :class:`Trainer`, and :func:`fit` built on it.
+
+The loop draws minibatches by index from tensors that stay on the device, asks a Pyro ELBO for
+the loss and its gradients, and steps a torch optimizer.  It anneals the KL term, schedules the
+learning rate, checkpoints atomically, resumes bit-identically on the CPU and stops at the first
+non-finite loss or gradient.
+
+The objective, per step, for a minibatch of ``B`` of the ``N`` training examples, is
+
+    loss = -[(N / B) * sum_batch E_q log p(x_i | ...) - beta * KL(q || p)]
+
+where ``beta`` follows the warm-up schedule (Bowman et al. 2016; Sønderby et al. 2016) and is
+applied by scaling every latent sample site in both model and guide, so it weights exactly the
+KL part whichever ELBO estimates it.  ``history`` reports ``loss / N`` per epoch.
+
+The package: :mod:`zoo.train.config` (:class:`TrainConfig`, :class:`FitResult`,
+:class:`DivergenceError`), :mod:`zoo.train.checkpoint` (atomic saves, random states,
+:func:`load_checkpoint` and the checks before resuming), :mod:`zoo.train.device`
+(:func:`resolve_device`, :func:`describe_machine`) and :mod:`zoo.train.trainer`
+(:class:`Trainer`, :func:`fit`, :func:`grads_finite`).
+
+Usage::
+
+    from zoo import Trainer, create_model, fit, load
+    data = load("digits")
+    zm = create_model("ppca", data=data)
+    result = fit(zm, data, num_epochs=50, lr=0.03, out_dir="runs/ppca")
+    result.history.tail()
+
+    trainer = Trainer(zm, data, num_epochs=5, progress=False)
+    trainer.step()                      # one step, exactly as fit takes it
+    trainer.run()                       # the rest of the run
+"""
+
+from zoo.train.checkpoint import CHECKPOINT_NAME, CHECKPOINT_VERSION, METRICS_NAME, load_checkpoint
+from zoo.train.config import DivergenceError, FitResult, TrainConfig
+from zoo.train.device import describe_machine, resolve_device
+from zoo.train.trainer import Trainer, fit, grads_finite
+
+__all__ = [
+    "CHECKPOINT_NAME",
+    "CHECKPOINT_VERSION",
+    "METRICS_NAME",
+    "DivergenceError",
+    "FitResult",
+    "TrainConfig",
+    "Trainer",
+    "describe_machine",
+    "fit",
+    "grads_finite",
+    "load_checkpoint",
+    "resolve_device",
+]
