@@ -42,7 +42,8 @@ from torch import nn
 from benchmarks.common import header, load_data, markdown_table, torch_threads, write_results
 from benchmarks.overhead import sparse_vd_pair, time_pair
 from zoo import TrainConfig, create_model, fit
-from zoo.models.bnn import build_net, export_pruned, layer_report, plot
+from zoo.models.bnn import build_net, export_pruned, layer_report
+from zoo.models.plots.bnn import plot
 from zoo.train import resolve_device
 
 NETS = ("lenet300", "lenet5")

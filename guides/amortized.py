@@ -126,9 +126,12 @@ def check_estimator(
 
 
 def refuse_vectorized_neural_baseline(estimator: str, train: Any = None) -> None:
-    """:raises ValueError: for the neural baseline with ``train.vectorize_particles``: Pyro
-    checks that ``b`` has the downstream cost's shape, and ``b``'s output has no particle
-    dimension."""
+    """Refuse a neural baseline (``estimator="score-nn"``) with vectorized particles.
+
+    :raises ValueError: for the neural baseline with ``train.vectorize_particles``: Pyro
+        checks that ``b`` has the downstream cost's shape, and ``b``'s output has no particle
+        dimension.
+    """
     if train is not None and train.vectorize_particles and estimator == "score-nn":
         raise ValueError(
             "estimator 'score-nn' cannot vectorize particles: the neural baseline has no "

@@ -183,6 +183,7 @@ class LogVarianceNormal(dist.Normal):
         return self.log_variance.exp()
 
     def expand(self, batch_shape, _instance=None):
+        """The same distribution with ``loc`` and ``log_variance`` expanded to ``batch_shape``."""
         batch_shape = torch.Size(batch_shape)
         return LogVarianceNormal(
             self.loc.expand(batch_shape), self.log_variance.expand(batch_shape), self._validate_args
@@ -213,6 +214,7 @@ class GaussianDropout(dist.Normal):
         super().__init__(loc, scale, validate_args=validate_args)
 
     def expand(self, batch_shape, _instance=None):
+        """The same distribution with ``loc`` and ``log_alpha`` expanded to ``batch_shape``."""
         return GaussianDropout(
             self.loc.expand(batch_shape), self.log_alpha.expand(batch_shape), self._validate_args
         )

@@ -17,7 +17,7 @@ Usage::
     spec = ModelSpec(
         name="my-net", family="bnn", description="...", config=MyConfig(),
         build_model=build, guides={"meanfield": meanfield}, default_guide="meanfield",
-        hooks=Hooks(evaluate=accuracy),
+        hooks=Hooks(metrics=accuracy),
     )
 """
 
@@ -79,11 +79,11 @@ class Hooks:
 
     Evaluation and output:
 
-    :param evaluate: ``(zoo_model, x, y) -> dict[str, float]`` family metrics on one split; cheap
-        enough to run at every epoch.
-    :param evaluate_with_extras: also pass ``extras=`` (the dataset's :attr:`~zoo.data.Dataset.
-        extras`) and ``split=`` to ``evaluate``, for metrics against ground truth that the model
-        never sees (attention: the object's true tile).
+    :param metrics: ``(zoo_model, x, y) -> dict[str, float]`` family metrics on one split; cheap
+        enough to run at every epoch.  :meth:`ZooModel.evaluate` calls it.
+    :param metrics_with_extras: also pass ``extras=`` (the dataset's
+        :attr:`~zoo.data.Dataset.extras`) and ``split=`` to ``metrics``, for metrics against
+        ground truth that the model never sees (attention: the object's true tile).
     :param plot: ``(zoo_model, dataset, out_dir) -> list[Path]`` writes the family's PNGs.
     :param report: ``(zoo_model) -> DataFrame``, a table the CLI prints and writes as
         ``report.csv`` after training and evaluation (BNNs: the per-layer pruning report).
@@ -101,8 +101,8 @@ class Hooks:
     batch_transform: Callable[..., tuple[torch.Tensor, torch.Tensor | None]] | None = None
     elbo_for: Callable[[Any, Any], str] | None = None
     train_defaults_for: Callable[[Any], Mapping[str, Any]] | None = None
-    evaluate: Callable[..., dict[str, float]] | None = None
-    evaluate_with_extras: bool = False
+    metrics: Callable[..., dict[str, float]] | None = None
+    metrics_with_extras: bool = False
     plot: Callable[..., list] | None = None
     report: Callable[[ZooModel], Any] | None = None
     export: Callable[[ZooModel], dict] | None = None
@@ -300,19 +300,20 @@ class ZooModel:
         }
 
     def evaluate(self, data: Dataset, split: str = "test") -> dict[str, float]:
-        """The family's metrics on ``split`` (``"train"`` or ``"test"``) of ``data``."""
-        evaluate = self.spec.hooks.evaluate
-        if evaluate is None:
+        """The family's metrics (its ``hooks.metrics``) on ``split`` (``"train"`` or ``"test"``)
+        of ``data``; ``{}`` for an entry without them or an empty split."""
+        metrics = self.spec.hooks.metrics
+        if metrics is None:
             return {}
         if split not in ("train", "test"):
             raise ValueError(f"split must be 'train' or 'test', got {split!r}")
         x, y = (data.x_train, data.y_train) if split == "train" else (data.x_test, data.y_test)
         if x.shape[0] == 0:
             return {}
-        extras = self.spec.hooks.evaluate_with_extras
+        extras = self.spec.hooks.metrics_with_extras
         kwargs = {"extras": data.extras, "split": split} if extras else {}
         with torch.no_grad():
-            return evaluate(
+            return metrics(
                 self, x.to(self.device), None if y is None else y.to(self.device), **kwargs
             )
 

@@ -23,8 +23,9 @@ The four modes (``AttentionConfig.mode``) train the same networks differently:
 
 Every hard mode predicts with the exact ``p(y|x) = sum_s p(s|x) p(y|x_s)`` (:func:`predict`),
 and its attention is ``p(s|x)``: the guide of ``amortized`` needs the label and is used only in
-training.  :func:`evaluate` reports the accuracy, the attention accuracy (``argmax_s p(s|x)`` is
-the object's tile) and the attention entropy; :func:`plot` draws the attention over the grids.
+training.  :func:`metrics` reports the accuracy, the attention accuracy (``argmax_s p(s|x)`` is
+the object's tile) and the attention entropy; :func:`zoo.models.plots.attention.plot` draws the
+attention over the grids.
 
 Usage::
 
@@ -40,7 +41,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import pyro
@@ -64,7 +64,8 @@ from guides.attention import (
     split_tiles,
     tile_side,
 )
-from zoo.data import DataInfo, Dataset
+from zoo.data import DataInfo
+from zoo.models.plots import LazyPlot
 from zoo.plates import check_input, data_plate
 from zoo.spec import Hooks, ModelSpec, ZooModel
 
@@ -230,14 +231,16 @@ class TileAttention(PyroModule):
 # evaluation
 
 
-def _split_extras(extras: dict[str, Any] | None, split: str, key: str) -> torch.Tensor | None:
+def split_extras(extras: dict[str, Any] | None, split: str, key: str) -> torch.Tensor | None:
+    """The tensor ``extras["<key>_<split>"]`` (such as ``location_test``, the object's true
+    tiles), or ``None`` when ``extras`` does not hold one."""
     if not extras:
         return None
     value = extras.get(f"{key}_{split}")
     return value if isinstance(value, torch.Tensor) else None
 
 
-def evaluate(
+def metrics(
     zm: ZooModel,
     x: torch.Tensor,
     y: torch.Tensor | None = None,
@@ -251,7 +254,7 @@ def evaluate(
     ``extras`` holds the true tiles of ``split`` as ``location_<split>``).  For ``amortized``,
     ``posterior_attention_accuracy`` is that of ``argmax_s q(s | x, y)``."""
     model: TileAttention = zm.model
-    location = _split_extras(extras, split, "location")
+    location = split_extras(extras, split, "location")
     rows: dict[str, list[torch.Tensor]] = {"hit": [], "nll": [], "entropy": [], "att": [], "q": []}
     for i in range(0, x.shape[0], batch_size):
         xb = x[i : i + batch_size]
@@ -264,18 +267,18 @@ def evaluate(
             rows["nll"].append(-log_py.gather(-1, yb[:, None]).squeeze(-1))
             if isinstance(zm.guide, PosteriorAttention):
                 rows["q"].append(zm.guide.logits(xb, yb).argmax(-1))
-    metrics = {"attention_entropy": torch.cat(rows["entropy"]).mean().item()}
+    out = {"attention_entropy": torch.cat(rows["entropy"]).mean().item()}
     if y is not None:
-        metrics["accuracy"] = torch.cat(rows["hit"]).mean().item()
-        metrics["nll"] = torch.cat(rows["nll"]).mean().item()
+        out["accuracy"] = torch.cat(rows["hit"]).mean().item()
+        out["nll"] = torch.cat(rows["nll"]).mean().item()
     if location is not None and location.shape[0] == x.shape[0]:
         location = location.to(x.device)
-        metrics["attention_accuracy"] = (torch.cat(rows["att"]) == location).double().mean().item()
+        out["attention_accuracy"] = (torch.cat(rows["att"]) == location).double().mean().item()
         if rows["q"]:
-            metrics["posterior_attention_accuracy"] = (
+            out["posterior_attention_accuracy"] = (
                 (torch.cat(rows["q"]) == location).double().mean().item()
             )
-    return metrics
+    return out
 
 
 def attention_parameters(zm: ZooModel) -> list[nn.Parameter]:
@@ -285,70 +288,6 @@ def attention_parameters(zm: ZooModel) -> list[nn.Parameter]:
     if zm.config.mode == "amortized":
         return list(zm.guide.score.parameters())
     return list(zm.model.attention.parameters())
-
-
-def plot(zm: ZooModel, data: Dataset, out_dir: str | Path, num: int = 8) -> list[Path]:
-    """Write ``{name}_attention.png``: the first ``num`` test grids with ``p(s|x)`` shaded over
-    each tile (red, opacity the probability; the number is the probability), the object's true
-    tile outlined in green, and the prediction against the label above each grid.  For
-    ``amortized`` a second row shows ``q(s | x, y)``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
-
-    model: TileAttention = zm.model
-    split = "test" if data.num_test else "train"
-    x = (data.x_test if split == "test" else data.x_train)[:num].to(zm.device)
-    y = (data.y_test if split == "test" else data.y_train)[:num].to(zm.device)
-    location = _split_extras(data.extras, split, "location")
-    with torch.no_grad():
-        log_py, att = model.predict(x)
-        maps = [("p(s|x)", att.cpu())]
-        if isinstance(zm.guide, PosteriorAttention):
-            maps.append(("q(s|x,y)", zm.guide.logits(x, y).softmax(-1).cpu()))
-    pred = log_py.argmax(-1).cpu()
-    n, g, t = x.shape[0], model.grid, model.tile
-    fig, axes = plt.subplots(len(maps), n, figsize=(1.9 * n, 2.2 * len(maps)), squeeze=False)
-    for row, (label, probs) in enumerate(maps):
-        for i in range(n):
-            ax = axes[row, i]
-            ax.imshow(x[i, 0].cpu().numpy(), cmap="gray", vmin=0, vmax=1)
-            for k in range(g * g):
-                r, c = divmod(k, g)
-                p = float(probs[i, k])
-                ax.add_patch(
-                    Rectangle((c * t - 0.5, r * t - 0.5), t, t, color="red", alpha=0.6 * p, lw=0)
-                )
-                ax.text(c * t + 1, r * t + 2, f"{p:.2f}", color="yellow", fontsize=6)
-                if location is not None and int(location[i]) == k:
-                    ax.add_patch(
-                        Rectangle(
-                            (c * t - 0.5, r * t - 0.5), t, t, fill=False, edgecolor="lime", lw=1.5
-                        )
-                    )
-            ax.set_axis_off()
-            if row == 0:
-                ax.set_title(f"pred {int(pred[i])} / true {int(y[i])}", fontsize=7)
-        axes[row, 0].text(
-            -0.1,
-            0.5,
-            label,
-            transform=axes[row, 0].transAxes,
-            rotation=90,
-            va="center",
-            ha="right",
-            fontsize=8,
-        )
-    fig.suptitle(f"{zm.name}: attention (red) and the object's tile (green)", fontsize=9)
-    fig.tight_layout()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{zm.name}_attention.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return [path]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -420,9 +359,9 @@ _FAMILY = {
     "default_guide": "default",
     "reference": REFERENCE,
     "hooks": Hooks(
-        evaluate=evaluate,
-        evaluate_with_extras=True,
-        plot=plot,
+        metrics=metrics,
+        metrics_with_extras=True,
+        plot=LazyPlot("zoo.models.plots.attention"),
         batch_transform=_batch_transform,
         elbo_for=elbo_for,
     ),

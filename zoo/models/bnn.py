@@ -30,7 +30,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -43,8 +42,9 @@ from pyro.nn import PyroModule, PyroParam
 from torch import nn
 
 from guides.dropout import MCDropout, MeanFieldGaussian, SparseVD, VariationalDropout, WeightGuide
-from zoo.data import DataInfo, Dataset
+from zoo.data import DataInfo
 from zoo.handlers.lrt import LocalReparameterization
+from zoo.models.plots import LazyPlot
 from zoo.plates import check_input, data_plate
 from zoo.priors import LogUniform, Normal, Prior
 from zoo.spec import Hooks, ModelSpec, PointwiseDraws, ZooModel, posterior_draws
@@ -54,12 +54,14 @@ __all__ = [
     "BNN",
     "BNNConfig",
     "build_net",
-    "evaluate",
+    "elbo_for",
     "export_pruned",
     "layer_report",
+    "metrics",
     "pointwise_log_likelihood",
     "predict",
     "pruned_state_dict",
+    "weight_guide",
 ]
 
 REFERENCE = (
@@ -211,7 +213,11 @@ class BNN(PyroModule):
         return self._net_factory()
 
 
-def _weight_guide(zm: ZooModel) -> WeightGuide:
+def weight_guide(zm: ZooModel) -> WeightGuide:
+    """``zm``'s guide, the :class:`guides.dropout.WeightGuide` that holds ``q(W)``.
+
+    :raises ValueError: when the guide is not a weight guide.
+    """
     if not isinstance(zm.guide, WeightGuide):
         raise ValueError(f"{zm.name} with guide {zm.guide_name!r} has no weight guide")
     return zm.guide
@@ -225,7 +231,7 @@ def pruned_state_dict(zm: ZooModel, threshold: float | None = None) -> dict[str,
     threshold = zm.config.threshold if threshold is None else threshold
     state = {k: v.detach().clone() for k, v in zm.model.net.state_dict().items()}
     prefix = "net."
-    for site, w in _weight_guide(zm).mean_weights(threshold).items():
+    for site, w in weight_guide(zm).mean_weights(threshold).items():
         state[site.removeprefix(prefix)] = w.detach().clone()
     return state
 
@@ -257,7 +263,7 @@ def predict(zm: ZooModel, x: torch.Tensor, num_samples: int | None = None) -> to
 def mean_net_outputs(zm: ZooModel, x: torch.Tensor, threshold: float | None = None) -> torch.Tensor:
     """Outputs of the model with its weights fixed at the pruned posterior means."""
     threshold = zm.config.threshold if threshold is None else threshold
-    weights = _weight_guide(zm).mean_weights(threshold)
+    weights = weight_guide(zm).mean_weights(threshold)
     model = poutine.condition(zm.model, data=weights)
     return torch.cat([model(xb) for xb in _batches(x, zm.config.eval_batch_size)])
 
@@ -292,7 +298,7 @@ def pointwise_log_likelihood(
     in batches; biases are the fitted point estimates, and a regressor's noise is its learned one.
 
     :param samples: weight draws to score instead, site name -> ``(S, ...)`` (e.g. from NUTS).
-    :returns: :class:`~zoo.registry.PointwiseDraws` with ``log_lik`` ``(S, N)``, the Frobenius
+    :returns: :class:`~zoo.spec.PointwiseDraws` with ``log_lik`` ``(S, N)``, the Frobenius
         norm of every weight tensor per draw (``weight_norm``, dim ``layer``) and, for
         regressors, the noise scale; ``predictive_mean`` the draws' average class probabilities
         (or regression means).
@@ -347,7 +353,7 @@ def _classification_metrics(logits: torch.Tensor, y: torch.Tensor, prefix: str) 
     }
 
 
-def evaluate(zm: ZooModel, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+def metrics(zm: ZooModel, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
     """Accuracy/NLL (or RMSE/NLL) of the pruned mean net and of the MC predictive, sparsity.
 
     ``acc``/``nll``: the deterministic net of pruned posterior means (for MC dropout the
@@ -355,25 +361,25 @@ def evaluate(zm: ZooModel, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]
     ``config.eval_samples`` posterior draws.  ``sparsity``: the pruned fraction of all weights;
     ``compression``: ``|W| / |W != 0|``.
     """
-    metrics: dict[str, float] = {}
+    out: dict[str, float] = {}
     mean_out = mean_net_outputs(zm, x)
     draws = predict(zm, x)
     if zm.info.task == "classification":
-        metrics.update(_classification_metrics(mean_out, y, ""))
+        out.update(_classification_metrics(mean_out, y, ""))
         probs = draws.softmax(-1).mean(0)
-        metrics.update(_classification_metrics(probs.clamp_min(1e-12).log(), y, "mc_"))
+        out.update(_classification_metrics(probs.clamp_min(1e-12).log(), y, "mc_"))
     else:
         sigma = zm.model.noise
-        metrics["rmse"] = (mean_out - y).square().mean().sqrt().item()
-        metrics["nll"] = -dist.Normal(mean_out, sigma).log_prob(y).mean().item()
-        metrics["mc_rmse"] = (draws.mean(0) - y).square().mean().sqrt().item()
+        out["rmse"] = (mean_out - y).square().mean().sqrt().item()
+        out["nll"] = -dist.Normal(mean_out, sigma).log_prob(y).mean().item()
+        out["mc_rmse"] = (draws.mean(0) - y).square().mean().sqrt().item()
         lp = dist.Normal(draws, sigma).log_prob(y).logsumexp(0) - math.log(draws.shape[0])
-        metrics["mc_nll"] = -lp.mean().item()
+        out["mc_nll"] = -lp.mean().item()
     report = layer_report(zm)
     total = report.iloc[-1]
-    metrics["sparsity"] = float(total["sparsity_%"]) / 100
-    metrics["compression"] = float(total["compression"])
-    return metrics
+    out["sparsity"] = float(total["sparsity_%"]) / 100
+    out["compression"] = float(total["compression"])
+    return out
 
 
 @torch.no_grad()
@@ -385,7 +391,7 @@ def layer_report(zm: ZooModel, threshold: float | None = None) -> pd.DataFrame:
     A layer with every weight pruned has infinite compression.
     """
     threshold = zm.config.threshold if threshold is None else threshold
-    guide = _weight_guide(zm)
+    guide = weight_guide(zm)
     masks = guide.masks(threshold)
     rates = None if isinstance(guide, MeanFieldGaussian) else guide.dropout_rates()
     rows = []
@@ -415,51 +421,6 @@ def layer_report(zm: ZooModel, threshold: float | None = None) -> pd.DataFrame:
         }
     )
     return pd.DataFrame(rows)
-
-
-def plot(zm: ZooModel, data: Dataset, out_dir: str | Path) -> list[Path]:
-    """``layer1_mask.png``: which inputs keep a weight in the first layer, and how many."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    site, mask = next(iter(_weight_guide(zm).masks(zm.config.threshold).items()))
-    mask = mask.cpu()
-    path = out_dir / "layer1_mask.png"
-    if mask.dim() == 2:
-        counts = mask.sum(0).float()
-        image = zm.info.image_shape
-        if image is not None and counts.numel() == math.prod(image):
-            counts = counts.reshape(image)
-        else:
-            counts = counts[None, :]
-        counts = counts.numpy()
-        fig, axes = plt.subplots(1, 2, figsize=(8, 3.6))
-        axes[0].imshow(counts > 0, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-        axes[0].set_title(f"inputs kept: {int((counts > 0).sum())}/{counts.size}")
-        shown = axes[1].imshow(counts, cmap="viridis", interpolation="nearest")
-        axes[1].set_title("kept weights per input")
-        fig.colorbar(shown, ax=axes[1])
-    else:
-        kernels = mask.float().mean(1).numpy()  # (out, kh, kw): fraction of channels kept
-        cols = min(10, kernels.shape[0])
-        rows = math.ceil(kernels.shape[0] / cols)
-        fig, axes = plt.subplots(rows, cols, figsize=(1.2 * cols, 1.3 * rows + 0.6), squeeze=False)
-        for i, ax in enumerate(axes.flat):
-            ax.axis("off")
-            if i < kernels.shape[0]:
-                ax.imshow(kernels[i], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-    for ax in fig.axes[:2]:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.suptitle(f"{zm.name} ({zm.guide_name}): surviving weights of {site} (white: kept)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return [path]
 
 
 # --------------------------------------------------------------------------------------------
@@ -507,9 +468,13 @@ def _handler(config: BNNConfig) -> LocalReparameterization | None:
     return LocalReparameterization(config.reparam, draw_weights=False)
 
 
-def _elbo_for(config: BNNConfig, train: Any = None) -> str:
+def elbo_for(config: BNNConfig, train: Any = None) -> str:
     """``meanfield`` unless the weights are shared draws: with the local reparameterization no
-    weight is drawn, and only the closed-form KLs of ``meanfield`` do without one."""
+    weight is drawn, and only the closed-form KLs of ``meanfield`` do without one.
+
+    :raises ValueError: for another ELBO asked for by ``train.elbo`` when ``reparam`` is ``lrt``
+        or ``per_example``.
+    """
     requested = None if train is None else train.elbo
     if requested in (None, "meanfield") or config.reparam == "shared":
         return requested or "meanfield"
@@ -535,9 +500,9 @@ def _spec(name: str, description: str, config: BNNConfig, dataset: str, train: d
         reference=REFERENCE,
         hooks=Hooks(
             handler=_handler,
-            elbo_for=_elbo_for,
-            evaluate=evaluate,
-            plot=plot,
+            elbo_for=elbo_for,
+            metrics=metrics,
+            plot=LazyPlot("zoo.models.plots.bnn"),
             report=layer_report,
             export=pruned_state_dict,
             log_likelihood=pointwise_log_likelihood,

@@ -31,7 +31,6 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import pyro
 import pyro.distributions as dist
@@ -41,7 +40,8 @@ from pyro.nn import PyroModule, PyroParam, PyroSample
 
 from guides.amortized import AmortizedNormal, AnalyticPosterior
 from guides.meanfield import MeanFieldNormal
-from zoo.data import DataInfo, Dataset
+from zoo.data import DataInfo
+from zoo.models.plots import LazyPlot
 from zoo.plates import check_input, data_plate
 from zoo.spec import Hooks, ModelSpec, PointwiseDraws, ZooModel
 
@@ -341,7 +341,7 @@ def pointwise_log_likelihood(
     return PointwiseDraws(log_lik=torch.stack(rows).cpu(), posterior=posterior, dims=dims)
 
 
-def evaluate(zm: ZooModel, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, float]:
+def metrics(zm: ZooModel, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, float]:
     """Per-example exact log-likelihood (plug-in ``E_q[W]`` for Bayesian PCA) and reconstruction
     error on ``x``; for Bayesian PCA also the number of active dimensions."""
     model: PPCA = zm.model
@@ -354,56 +354,6 @@ def evaluate(zm: ZooModel, x: torch.Tensor, y: torch.Tensor | None = None) -> di
     if model.ard:
         out["active_dims"] = int(active_dimensions(zm).sum())
     return out
-
-
-def plot(zm: ZooModel, data: Dataset, out_dir: str | Path) -> list[Path]:
-    """The 2-D latent space of the test split (the two strongest dimensions), coloured by label;
-    for Bayesian PCA also the ARD spectrum (column energies of ``E_q[W]``)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model: PPCA = zm.model
-    x = data.x_test if data.num_test else data.x_train
-    y = data.y_test if data.num_test else data.y_train
-    with torch.no_grad():
-        W = posterior_weights(zm)
-        z = model.project(x.to(zm.device), W).cpu().numpy()
-        energy = W.square().sum(0).cpu()
-    order = energy.argsort(descending=True).tolist()
-    paths = []
-    fig, ax = plt.subplots(figsize=(6, 5))
-    if model.latent_dim == 1:
-        coords = (z[:, 0], 0 * z[:, 0])
-    else:
-        coords = (z[:, order[0]], z[:, order[1]])
-    colour = None if y is None or y.dim() != 1 else y.cpu().numpy()
-    if colour is None:
-        ax.scatter(*coords, s=8, alpha=0.8)
-    else:
-        points = ax.scatter(*coords, c=colour, cmap="tab10", s=8, alpha=0.8)
-        fig.colorbar(points, ax=ax, label="label")
-    ax.set_xlabel(f"z[{order[0]}]")
-    ax.set_ylabel(f"z[{order[1]}]" if model.latent_dim > 1 else "")
-    ax.set_title(f"{zm.name}: posterior means E[z|x] on {data.name}")
-    fig.tight_layout()
-    paths.append(out_dir / f"{zm.name}_latent.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
-    if model.ard:
-        fig, ax = plt.subplots(figsize=(6, 3))
-        ax.bar(range(model.latent_dim), energy[order].numpy())
-        ax.set_xlabel("latent dimension (sorted)")
-        ax.set_ylabel("||E[w_j]||^2")
-        ax.set_title(f"ARD spectrum: {int(active_dimensions(zm).sum())} active")
-        fig.tight_layout()
-        paths.append(out_dir / f"{zm.name}_ard.png")
-        fig.savefig(paths[-1], dpi=120)
-        plt.close(fig)
-    return paths
 
 
 _GUIDES = {"analytic": _analytic_guide, "amortized": _amortized_guide}
@@ -426,7 +376,9 @@ _FAMILY = {
     "reference": REFERENCE,
     "observes": "x",
 }
-_HOOKS = Hooks(evaluate=evaluate, plot=plot, log_likelihood=pointwise_log_likelihood)
+_HOOKS = Hooks(
+    metrics=metrics, plot=LazyPlot("zoo.models.plots.ppca"), log_likelihood=pointwise_log_likelihood
+)
 
 #: The family's registry entries, collected by :mod:`zoo.registry`.
 SPECS = (

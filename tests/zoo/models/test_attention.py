@@ -15,7 +15,8 @@ import zoo.data as zdata
 from guides.attention import NoGuide, PosteriorAttention, PriorAttention, split_tiles
 from zoo import DataInfo, TrainConfig, create_model, fit, load
 from zoo.cli import main as cli_main
-from zoo.models.attention import AttentionConfig, attention_parameters, elbo_for, evaluate
+from zoo.models import attention
+from zoo.models.attention import AttentionConfig, attention_parameters, elbo_for
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -316,7 +317,7 @@ def test_evaluate_reports_accuracy_and_attention_against_the_true_tiles(tmp_path
     assert metrics["attention_entropy"] == pytest.approx(entropy, rel=1e-5)
     assert 0 <= metrics["posterior_attention_accuracy"] <= 1
     # without the ground truth the attention accuracy is simply absent
-    assert "attention_accuracy" not in evaluate(zm, data.x_test, data.y_test)
+    assert "attention_accuracy" not in attention.metrics(zm, data.x_test, data.y_test)
     paths = zm.spec.hooks.plot(zm, data, tmp_path)
     assert paths[0].stat().st_size > 10_000
 

@@ -316,7 +316,7 @@ def test_bad_input_gives_clear_errors():
 )
 def test_mask_plot_is_written_for_linear_and_conv_first_layers(tmp_path, name, shape):
     """The PNG of the first layer's surviving weights, for both kinds of first layer."""
-    from zoo.models.bnn import plot
+    from zoo.models.plots.bnn import plot
 
     data = _tiny(shape)
     zm = create_model(name, data=data, seed=0)
