@@ -51,7 +51,7 @@ import torch
 from pyro.infer import TraceEnum_ELBO, config_enumerate
 
 from benchmarks.common import add_run_arguments, header, markdown_table, torch_threads
-from benchmarks.grad_variance import _clone_state, _GroupedMoments
+from benchmarks.grad_variance import GroupedMoments, clone_state
 from guides.amortized import frozen_average_baseline, reset_average_baseline
 from zoo import TrainConfig, Trainer, ZooModel, create_model, fit
 from zoo.data import Dataset, load
@@ -143,7 +143,7 @@ def gradient_variance(
             elbo.loss_and_grads(model, guide, x, y, num_data=num_data)
         g = torch.cat([p.grad.reshape(-1) for p in params])
         if moments is None:
-            moments = _GroupedMoments(g.numel(), groups, g.device)
+            moments = GroupedMoments(g.numel(), groups, g.device)
         moments.add(k % groups, g)
     _clear_grads(zm)
     variance, stderr = moments.result()
@@ -239,10 +239,10 @@ def train_all(
     rows, curves, states, fitted = [], [], {}, {}
     for method in args.methods:
         zm = _create(method, source, data, args.seed)
-        states[method] = {"initial": _clone_state(zm)}
+        states[method] = {"initial": clone_state(zm)}
         config = _train_config(data, args)
         result = fit(zm, data, config=config)
-        states[method]["final"] = _clone_state(zm)
+        states[method]["final"] = clone_state(zm)
         fitted[method] = zm
         h = result.history
         for row in h.to_dict("records"):

@@ -120,7 +120,7 @@ PAPER: dict[tuple[str, int], dict[str, float]] = {
 # Streaming moments
 
 
-class _GroupedMoments:
+class GroupedMoments:
     """Welford moments of a gradient vector, kept in ``groups`` disjoint groups of draws.
 
     Float64 and streaming: the ``K`` gradients of the bottom layer (235,200 weights for
@@ -221,7 +221,7 @@ def gradient_variance(
     thetas = _thetas(zm)
     params = list(zm.parameters())
     groups = min(10, len(batches) // 2)
-    moments = {layer: _GroupedMoments(t.numel(), groups, zm.device) for layer, t in thetas.items()}
+    moments = {layer: GroupedMoments(t.numel(), groups, zm.device) for layer, t in thetas.items()}
     x_all, y_all, num_data = data.x_train, data.y_train, data.num_train
     torch.manual_seed(seed)
     for k, idx in enumerate(tqdm(batches, desc=desc, disable=not progress, leave=False)):
@@ -237,7 +237,8 @@ def gradient_variance(
 # Training with snapshots
 
 
-def _clone_state(zm: ZooModel) -> dict[str, Any]:
+def clone_state(zm: ZooModel) -> dict[str, Any]:
+    """A detached copy of ``zm.state_dict()`` (model and guide), to restore or compare later."""
     return {
         part: {k: v.detach().clone() for k, v in state.items()}
         for part, state in zm.state_dict().items()
@@ -268,7 +269,7 @@ def train_with_snapshots(
             previous(model)
         done += 1
         if done in wanted:
-            snapshots[wanted[done]] = _clone_state(model)
+            snapshots[wanted[done]] = clone_state(model)
 
     zm.spec = dataclasses.replace(zm.spec, hooks=dataclasses.replace(hooks, post_step=snapshot))
     try:

@@ -57,7 +57,8 @@ DECAY_START = {"lenet300": 0.5, "lenet5": 0.0}
 TARGET_COMPRESSION = {"lenet300": 50.0, "lenet5": 100.0}
 
 
-def _recipe(net: str, num_epochs: int, batch_size: int) -> dict:
+def paper_recipe(net: str, num_epochs: int, batch_size: int) -> dict:
+    """The :class:`zoo.train.TrainConfig` fields of the authors' schedule for ``net``."""
     return {
         "num_epochs": num_epochs,
         "batch_size": batch_size,
@@ -218,9 +219,9 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> pd.DataFrame:
         return _speed_table(args, argv, data, device, out)
     rows, reports = [], []
     for net in args.nets:
-        dense_recipe = _recipe(net, args.dense_epochs or args.num_epochs, args.batch_size)
+        dense_recipe = paper_recipe(net, args.dense_epochs or args.num_epochs, args.batch_size)
         dense = train_dense(net, data, dense_recipe, args.seed, args.progress)
-        recipe = _recipe(net, args.num_epochs, args.batch_size)
+        recipe = paper_recipe(net, args.num_epochs, args.batch_size)
         zm, result = train_sparse_vd(
             net, data, recipe, args, dense["model"] if args.warm_start else None, out
         )

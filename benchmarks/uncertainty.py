@@ -128,7 +128,7 @@ class Classifier:
 
 def train(spec: str, data: Dataset, args: argparse.Namespace) -> Classifier:
     """Train ``spec`` (``entry:guide`` or ``dense``) with the shared recipe."""
-    recipe = sparse_vd._recipe("lenet300", args.num_epochs, args.batch_size)
+    recipe = sparse_vd.paper_recipe("lenet300", args.num_epochs, args.batch_size)
     if spec == "dense":
         result = sparse_vd.train_dense("lenet300", data, recipe, args.seed, args.progress)
         return Classifier(spec, result["model"], None, result["seconds"])

@@ -56,7 +56,7 @@ from benchmarks.common import (
     torch_threads,
     write_results,
 )
-from benchmarks.grad_variance import _clone_state, _GroupedMoments
+from benchmarks.grad_variance import GroupedMoments, clone_state
 from guides.amortized import (
     ESTIMATORS,
     frozen_average_baseline,
@@ -134,7 +134,7 @@ def gradient_variance(
         with frozen_average_baseline(zm.guide.site):
             g = encoder_gradients(zm, x, 1, num_data=num_data)[0]
         if moments is None:
-            moments = _GroupedMoments(g.numel(), groups, g.device)
+            moments = GroupedMoments(g.numel(), groups, g.device)
         moments.add(k % groups, g)
     variance, stderr = moments.result()
     counts = torch.tensor(moments.count, dtype=torch.float64, device=moments.mean.device)
@@ -216,7 +216,7 @@ def train_curves(
             **overrides,
         )
         if estimator == "reparam":
-            states["initial"] = _clone_state(zm)
+            states["initial"] = clone_state(zm)
         config = TrainConfig(
             **{
                 **get_spec(entry).training_defaults(zm.config),
@@ -244,7 +244,7 @@ def train_curves(
             )
         fitted[estimator] = zm
         if estimator == "reparam":
-            states[f"reparam, epoch {args.num_epochs}"] = _clone_state(zm)
+            states[f"reparam, epoch {args.num_epochs}"] = clone_state(zm)
     return pd.DataFrame(rows), fitted, states
 
 
@@ -360,7 +360,7 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> dict[str, pd.DataF
     train_seconds = time.perf_counter() - started
     final = final_bounds(fitted, data, args)
     if "reparam" not in args.estimators:
-        states = {"initial": _clone_state(next(iter(fitted.values())))}
+        states = {"initial": clone_state(next(iter(fitted.values())))}
     variance = variance_table(args.entry, data, overrides, states, args)
     config = next(iter(fitted.values())).config
 
