@@ -12,7 +12,7 @@ Usage::
     from zoo.data.tiles import compose_tiles
 
     gen = torch.Generator().manual_seed(0)
-    grids, location, obj = compose_tiles(images, 100, 3, 3, 0.5, gen)   # 3x3 grids, 3 fragments
+    grids, location, obj = compose_tiles(images, 100, 3, 3, 0.5, gen)   # 3x3, 3 fragments a tile
     grids.shape       # (100, 1, 3 T, 3 T) for images of shape (M, T, T)
 """
 
