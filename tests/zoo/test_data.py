@@ -14,6 +14,7 @@ import torch
 
 from zoo import data
 from zoo.data import IDXFormatError
+from zoo.data import files as data_files
 
 NUM_TRAIN = 20
 NUM_TEST = 7
@@ -30,7 +31,8 @@ IDX_NAMES = {
 def _isolated_search_path(monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path) -> None:
     # Keep the machine's own data (ZOO_DATA, the Debian package) out of every test's search.
     monkeypatch.delenv(data.ZOO_DATA_ENV, raising=False)
-    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "no-debian-package")
+    # Patched where it is read: zoo.data re-exports the value, zoo.data.files looks it up.
+    monkeypatch.setattr(data_files, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "no-debian-package")
 
 
 def make_arrays(seed: int = 0) -> dict[str, np.ndarray]:
@@ -215,7 +217,7 @@ def test_debian_folder_is_the_fallback(
 ) -> None:
     arrays = make_arrays(4)
     write_set(tmp_path / "debian", arrays, gz=True)
-    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "debian")
+    monkeypatch.setattr(data_files, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "debian")
     assert_matches(data.load("fashion-mnist"), arrays)
     # The Debian package only ships Fashion-MNIST, so MNIST must not look there.
     with pytest.raises(FileNotFoundError):
