@@ -26,15 +26,16 @@ source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 exclude_patterns = ["_build"]
 templates_path = ["_templates"]
 
-# The docstrings are reST with :param: fields; the same settings as /work/docstring_check.sh,
-# with which the modules' authors keep their docstrings free of warnings.
+# The docstrings are reST with :param: fields.
 autodoc_default_options = {"members": True, "show-inheritance": True}
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
 napoleon_google_docstring = False
 napoleon_numpy_docstring = False
-# One page per module, generated from the module lists of api.rst (its template holds only the
-# title and ``automodule``, so each module's content comes from autodoc alone).
+# One page per module, generated from the module lists of api.rst. The template ignores
+# ``__all__``: a module's page documents what the module defines, so that a package that
+# re-exports its submodules' names (zoo, zoo.train, zoo.compare, ...) shows its overview and
+# each object is described once, on the page of the module that defines it.
 autosummary_generate = True
 # A name exported by a package and documented in its module too (zoo.fit and zoo.train.fit)
 # makes Python cross-references ambiguous; autodoc resolves them to either page.

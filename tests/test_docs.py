@@ -166,3 +166,17 @@ def test_uncertainty_example_scores_in_distribution_and_shifted_inputs():
     assert namespace["draws"].shape == (20, 360, 10)
     assert namespace["x_adv"].shape == namespace["x"].shape
     assert "auroc" in printed
+
+
+def test_every_module_has_an_api_page():
+    api = (DOCS / "api.rst").read_text()
+    listed = set(re.findall(r"^   ((?:zoo|guides)[\w.]*)$", api, flags=re.MULTILINE))
+    modules = set()
+    for pkg in ("zoo", "guides"):
+        for path in (ROOT / pkg).rglob("*.py"):
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            if parts[-1] == "__main__":
+                continue
+            modules.add(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+    assert modules - listed == set(), "modules missing from docs/api.rst"
+    assert listed - modules == set(), "docs/api.rst lists modules that do not exist"
