@@ -187,12 +187,11 @@ def nuts_reference(
 
 
 def _check_counts(num_samples: Any, warmup: Any, num_chains: Any) -> None:
-    """``num_samples`` and ``warmup`` integers >= 1, ``num_chains`` an integer >= 1."""
-    for name, value, least in (("num_samples", num_samples, 1), ("warmup", warmup, 1)):
-        if not isinstance(value, int) or value < least:
-            raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
-    if not isinstance(num_chains, int) or num_chains < 1:
-        raise ValueError(f"num_chains must be an integer >= 1, got {num_chains!r}")
+    """``num_samples``, ``warmup`` and ``num_chains`` integers >= 1, checked in that order."""
+    counts = {"num_samples": num_samples, "warmup": warmup, "num_chains": num_chains}
+    for name, value in counts.items():
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
 
 
 def _init_strategy(zm: ZooModel) -> Any:

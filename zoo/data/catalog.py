@@ -30,7 +30,7 @@ import torch
 
 from zoo.data import loaders, synthetic, tiles
 from zoo.data.types import DataInfo, Dataset, Parts, canonical_name
-from zoo.data.validate import validate_tensors
+from zoo.data.validate import check_parts
 
 __all__ = [
     "DATASETS",
@@ -189,11 +189,8 @@ def load(
     params = _resolve_kwargs(key, entry, kwargs)
     info = entry.info_fn(**params)  # validates the values before any work is done
     dev = torch.device("cpu") if device is None else torch.device(device)
-    x_train, y_train, x_test, y_test, extras = entry.loader(data_dir=data_dir, device=dev, **params)
-    validate_tensors(
-        x_train, y_train, task=info.task, num_classes=info.num_classes, where="x_train"
-    )
-    validate_tensors(x_test, y_test, task=info.task, num_classes=info.num_classes, where="x_test")
+    parts = entry.loader(data_dir=data_dir, device=dev, **params)
+    x_train, y_train, x_test, y_test, extras = check_parts(parts, info.task, info.num_classes)
     source_kwargs = dict(params)
     if data_dir is not None:
         source_kwargs["data_dir"] = os.fspath(data_dir)

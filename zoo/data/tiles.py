@@ -25,7 +25,7 @@ import torch
 
 from zoo.data.loaders import load_digits, load_fashion_mnist, load_mnist
 from zoo.data.types import DataInfo, Parts
-from zoo.data.validate import check_min, validate_tensors
+from zoo.data.validate import check_min, check_parts
 
 __all__ = ["TILE_SOURCES", "compose_tiles", "load_cluttered_tiles", "tiles_info"]
 
@@ -116,13 +116,9 @@ def compose_tiles(
 
 def _load_source(source: str, data_dir: str | os.PathLike[str] | None) -> Parts:
     """The source set on the CPU, checked as :func:`zoo.data.load` checks it."""
-    x_train, y_train, x_test, y_test, extras = _SOURCE_LOADERS[source](
-        data_dir=data_dir, device=torch.device("cpu")
-    )
+    parts = _SOURCE_LOADERS[source](data_dir=data_dir, device=torch.device("cpu"))
     # Every source is a ten-class image set (see tiles_info).
-    validate_tensors(x_train, y_train, task="classification", num_classes=10, where="x_train")
-    validate_tensors(x_test, y_test, task="classification", num_classes=10, where="x_test")
-    return x_train, y_train, x_test, y_test, extras
+    return check_parts(parts, "classification", 10)
 
 
 def load_cluttered_tiles(

@@ -22,11 +22,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from zoo.data.types import TASKS, DataInfo, Dataset
+from zoo.data.types import TASKS, DataInfo, Dataset, Parts
 
 __all__ = [
     "as_dataset",
     "check_min",
+    "check_parts",
     "check_split",
     "from_tensors",
     "validate_tensors",
@@ -191,6 +192,18 @@ def validate_tensors(
 # --------------------------------------------------------------------------------------------
 # User tensors
 # --------------------------------------------------------------------------------------------
+
+
+def check_parts(parts: Parts, task: str, num_classes: int | None) -> Parts:
+    """A loader's output, checked as :func:`zoo.data.load` checks every loader's: both splits
+    through :func:`validate_tensors` (training split first), returned unchanged.
+
+    :raises ValueError: naming the split, as :func:`validate_tensors` does.
+    """
+    x_train, y_train, x_test, y_test, _ = parts
+    validate_tensors(x_train, y_train, task=task, num_classes=num_classes, where="x_train")
+    validate_tensors(x_test, y_test, task=task, num_classes=num_classes, where="x_test")
+    return parts
 
 
 def _image_shape(input_shape: tuple[int, ...]) -> tuple[int, int] | None:
