@@ -21,10 +21,12 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import torch
+
 from zoo.data import Dataset
 from zoo.spec import ZooModel
 
-__all__ = ["LazyPlot", "agg_pyplot"]
+__all__ = ["LazyPlot", "agg_pyplot", "shown_split"]
 
 
 @dataclass(frozen=True)
@@ -55,3 +57,11 @@ def agg_pyplot() -> ModuleType:
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def shown_split(data: Dataset) -> tuple[str, torch.Tensor, torch.Tensor | None]:
+    """The split a figure shows, ``(name, x, y)``: the test split, or the training split when
+    the test split is empty."""
+    if data.num_test:
+        return "test", data.x_test, data.y_test
+    return "train", data.x_train, data.y_train

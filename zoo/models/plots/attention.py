@@ -15,7 +15,7 @@ import torch
 from guides.attention import PosteriorAttention
 from zoo.data import Dataset
 from zoo.models.attention import TileAttention, split_extras
-from zoo.models.plots import agg_pyplot
+from zoo.models.plots import agg_pyplot, shown_split
 from zoo.spec import ZooModel
 
 __all__ = ["plot"]
@@ -30,9 +30,8 @@ def plot(zm: ZooModel, data: Dataset, out_dir: str | Path, num: int = 8) -> list
     from matplotlib.patches import Rectangle
 
     model: TileAttention = zm.model
-    split = "test" if data.num_test else "train"
-    x = (data.x_test if split == "test" else data.x_train)[:num].to(zm.device)
-    y = (data.y_test if split == "test" else data.y_train)[:num].to(zm.device)
+    split, x, y = shown_split(data)
+    x, y = x[:num].to(zm.device), y[:num].to(zm.device)
     location = split_extras(data.extras, split, "location")
     with torch.no_grad():
         log_py, att = model.predict(x)

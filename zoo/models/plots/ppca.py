@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from zoo.data import Dataset
-from zoo.models.plots import agg_pyplot
+from zoo.models.plots import agg_pyplot, shown_split
 from zoo.models.ppca import PPCA, active_dimensions, posterior_weights
 from zoo.spec import ZooModel
 
@@ -27,8 +27,7 @@ def plot(zm: ZooModel, data: Dataset, out_dir: str | Path) -> list[Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model: PPCA = zm.model
-    x = data.x_test if data.num_test else data.x_train
-    y = data.y_test if data.num_test else data.y_train
+    _, x, y = shown_split(data)
     with torch.no_grad():
         W = posterior_weights(zm)
         z = model.project(x.to(zm.device), W).cpu().numpy()

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from zoo.data import Dataset
-from zoo.models.plots import agg_pyplot
+from zoo.models.plots import agg_pyplot, shown_split
 from zoo.models.vae import VAE, prepare_eval_data
 from zoo.spec import ZooModel
 
@@ -36,8 +36,7 @@ def plot(zm: ZooModel, data: Dataset, out_dir: str | Path) -> list[Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model: VAE = zm.model
-    x = data.x_test if data.num_test else data.x_train
-    labels = data.y_test if data.num_test else data.y_train
+    _, x, labels = shown_split(data)
     x = prepare_eval_data(zm, x[:2000].to(zm.device))
     paths = []
     gen = torch.Generator().manual_seed(0)
