@@ -39,6 +39,7 @@ _EXPORTS = {
     "ModelSpec": "zoo.spec",
     "ZooModel": "zoo.spec",
     "create_model": "zoo.registry",
+    "from_module": "zoo.registry",
     "get_spec": "zoo.registry",
     "list_models": "zoo.registry",
     "register_model": "zoo.registry",

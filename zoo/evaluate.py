@@ -49,6 +49,7 @@ from pyro.poutine import Trace
 from torch import nn
 from torch.distributions import Categorical
 
+from zoo.likelihoods import class_probs
 from zoo.spec import ZooModel, posterior_draws
 
 __all__ = [
@@ -202,7 +203,7 @@ def predictive_draws(
 ) -> torch.Tensor:
     """Class probabilities ``p(y | x_i, W_s)`` under ``num_samples`` posterior draws, ``(S, N, C)``.
 
-    Works for any registered classifier whose likelihood is a ``Categorical`` site ``"obs"``,
+    Works for any classifier whose likelihood is a ``Categorical`` or ``Bernoulli`` site ``"obs"``,
     read off :func:`zoo.spec.posterior_draws`.  Batches stay on ``zm``'s device, where the
     result is.
 
@@ -219,10 +220,10 @@ def predictive_draws(
         raise ValueError(f"num_samples must be at least 1, got {num_samples}")
 
     def probs(trace: Trace) -> torch.Tensor:
-        fn = trace.nodes["obs"]["fn"]
-        if not isinstance(fn, Categorical):
-            raise ValueError(f"{zm.name}'s 'obs' site is {type(fn).__name__}, not Categorical")
-        return fn.probs
+        try:
+            return class_probs(trace.nodes["obs"]["fn"])
+        except ValueError as exc:
+            raise ValueError(f"{zm.name}: {exc}") from None
 
     return posterior_draws(zm, x.to(zm.device), num_samples, probs, batch_size)
 

@@ -294,6 +294,7 @@ class ZooModel:
         """What a checkpoint stores to rebuild this model (plain, JSON-able values)."""
         return {
             "name": self.name,
+            "family": self.spec.family,
             "guide": self.guide_name,
             "config": dataclasses.asdict(self.config),
             "info": dataclasses.asdict(self.info),

@@ -23,7 +23,7 @@ import torch
 
 import zoo.data as zdata
 import zoo.distributed as zdist
-from zoo.registry import create_model, get_spec, list_models
+from zoo.registry import create_model, get_spec, list_models, model_from_description
 from zoo.spec import ZooModel, resolve_elbo
 from zoo.train import TrainConfig, fit, load_checkpoint, resolve_device
 
@@ -53,21 +53,21 @@ def write_report(zm: ZooModel, out: Path) -> None:
         print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
 
 
-def from_checkpoint(path: str) -> tuple[ZooModel, dict]:
+def from_checkpoint(path: str, **parts: Any) -> tuple[ZooModel, dict]:
     """Rebuild the model saved in the checkpoint at ``path`` (a file or the folder holding it).
 
     The model remembers the fingerprint of its training data, so :func:`zoo.compare_models`
-    accepts it on the same data and refuses it on other data.
+    accepts it on the same data and refuses it on other data.  A user's net
+    (:func:`zoo.from_module`) is rebuilt from the function its checkpoint names; the reference
+    is imported, so evaluate only checkpoints whose code you trust.
 
+    :param parts: ``net=``, ``prior=``, ``likelihood=`` of a user's net, where the checkpoint
+        cannot name them (see :func:`zoo.registry.model_from_description`).
     :returns: the model, with its trained state, and the checkpoint's dictionary.
     :raises FileNotFoundError: when there is no checkpoint at ``path``.
     """
     ckpt = load_checkpoint(path)
-    desc = ckpt["model"]
-    info = zdata.DataInfo(
-        **{k: tuple(v) if isinstance(v, list) else v for k, v in desc["info"].items()}
-    )
-    zm = create_model(desc["name"], data=info, guide=desc["guide"], **desc["config"])
+    zm = model_from_description(ckpt["model"], **parts)
     zm.load_state_dict(ckpt["state"])
     if "data_fingerprint" in ckpt:  # written since zoo compare exists
         zm.fitted_on = {

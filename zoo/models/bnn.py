@@ -30,38 +30,38 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import pandas as pd
-import pyro
 import pyro.distributions as dist
 import torch
-from pyro import poutine
-from pyro.distributions import constraints
-from pyro.nn import PyroModule, PyroParam
+from pyro.nn import PyroModule
 from torch import nn
 
-from guides.dropout import MCDropout, MeanFieldGaussian, SparseVD, VariationalDropout, WeightGuide
+from guides.dropout import MCDropout, MeanFieldGaussian, SparseVD, VariationalDropout
 from zoo.data import DataInfo
 from zoo.handlers.lrt import LocalReparameterization
+from zoo.likelihoods import ClassLikelihood, Likelihood, make_likelihood
 from zoo.models.plots import LazyPlot
+from zoo.models.weights import mean_net_outputs, pointwise_log_likelihood, predict, weight_guide
 from zoo.plates import check_input, data_plate
 from zoo.priors import LogUniform, Normal, Prior
-from zoo.spec import Hooks, ModelSpec, PointwiseDraws, ZooModel, posterior_draws
+from zoo.spec import Hooks, ModelSpec, ZooModel
 
 __all__ = [
     "ARCHS",
     "BNN",
+    "GUIDES",
+    "HOOKS",
     "BNNConfig",
+    "WeightConfig",
     "build_net",
+    "check_outputs",
     "elbo_for",
     "export_pruned",
     "layer_report",
     "metrics",
-    "pointwise_log_likelihood",
-    "predict",
     "pruned_state_dict",
-    "weight_guide",
 ]
 
 REFERENCE = (
@@ -79,11 +79,9 @@ REPARAMS = ("lrt", "per_example", "shared")
 
 
 @dataclass(frozen=True)
-class BNNConfig:
-    """Configuration of the BNN family.
+class WeightConfig:
+    """What every Bayesian net needs, whatever its architecture: prior, guide and evaluation.
 
-    :param arch: one of :data:`ARCHS`.
-    :param hidden: hidden widths of ``mlp``.
     :param prior: ``normal`` (``N(0, prior_scale^2)``) or ``loguniform``.
     :param prior_scale: standard deviation of the normal prior.
     :param reparam: ``lrt`` (sample pre-activations), ``per_example`` (a weight sample per
@@ -95,13 +93,10 @@ class BNNConfig:
     :param input_dropout: MC-dropout rate of the first layer's inputs.
     :param init_dropout: initial dropout rate of the variational-dropout guides.
     :param max_dropout: cap on the learned rate of those guides (0.5 is Kingma's alpha <= 1).
-    :param init_noise: initial noise standard deviation of the regressor.
     :param eval_samples: posterior samples averaged by the predictive metrics.
     :param eval_batch_size: examples per forward pass in evaluation.
     """
 
-    arch: str = "mlp"
-    hidden: tuple[int, ...] = (300, 100)
     prior: str = "loguniform"
     prior_scale: float = 1.0
     reparam: str = "lrt"
@@ -112,27 +107,49 @@ class BNNConfig:
     input_dropout: float = 0.2
     init_dropout: float = 0.2
     max_dropout: float = 0.5
-    init_noise: float = 1.0
     eval_samples: int = 10
     eval_batch_size: int = 2000
 
+    #: the ``prior`` names this configuration accepts
+    PRIOR_CHOICES: ClassVar[tuple[str, ...]] = PRIORS
+
     def __post_init__(self) -> None:
         for name, value, choices in (
-            ("arch", self.arch, ARCHS),
-            ("prior", self.prior, PRIORS),
+            ("prior", self.prior, self.PRIOR_CHOICES),
             ("reparam", self.reparam, REPARAMS),
         ):
             if value not in choices:
                 raise ValueError(f"{name} must be one of {choices}, got {value!r}")
-        if any(int(h) < 1 for h in self.hidden):
-            raise ValueError(f"hidden widths must be positive, got {self.hidden}")
-        if self.prior_scale <= 0 or self.init_scale <= 0 or self.init_noise <= 0:
-            raise ValueError("prior_scale, init_scale and init_noise must be positive")
+        if self.prior_scale <= 0 or self.init_scale <= 0:
+            raise ValueError("prior_scale and init_scale must be positive")
         if self.eval_samples < 1 or self.eval_batch_size < 1:
             raise ValueError("eval_samples and eval_batch_size must be at least 1")
 
     def make_prior(self) -> Prior:
         return Normal(self.prior_scale) if self.prior == "normal" else LogUniform()
+
+
+@dataclass(frozen=True)
+class BNNConfig(WeightConfig):
+    """Configuration of the BNN family's own architectures (and :class:`WeightConfig`'s fields).
+
+    :param arch: one of :data:`ARCHS`.
+    :param hidden: hidden widths of ``mlp``.
+    :param init_noise: initial noise standard deviation of the regressor.
+    """
+
+    arch: str = "mlp"
+    hidden: tuple[int, ...] = (300, 100)
+    init_noise: float = 1.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.arch not in ARCHS:
+            raise ValueError(f"arch must be one of {ARCHS}, got {self.arch!r}")
+        if any(int(h) < 1 for h in self.hidden):
+            raise ValueError(f"hidden widths must be positive, got {self.hidden}")
+        if self.init_noise <= 0:
+            raise ValueError(f"init_noise must be positive, got {self.init_noise}")
 
 
 def build_net(config: BNNConfig, info: DataInfo) -> nn.Module:
@@ -174,7 +191,10 @@ class BNN(PyroModule):
     :param net_factory: builds the plain network (called again by :func:`export_pruned`).
     :param prior: a :class:`zoo.priors.Prior`.
     :param info: the data's shapes and task (classification or regression).
-    :param init_noise: initial noise standard deviation of a regression likelihood.
+    :param likelihood: a :class:`zoo.likelihoods.Likelihood`; the data's default (Categorical,
+        or Normal with learned noise) when omitted.
+    :param layers: which layers become Bayesian, as :meth:`zoo.priors.Prior.apply_` takes it.
+    :raises ValueError: when the net's outputs do not have the shape the likelihood needs.
     """
 
     def __init__(
@@ -183,16 +203,18 @@ class BNN(PyroModule):
         prior: Prior,
         info: DataInfo,
         *,
-        init_noise: float = 1.0,
+        likelihood: Likelihood | None = None,
+        layers: Any = None,
     ) -> None:
         super().__init__()
         if info.task not in ("classification", "regression"):
             raise ValueError(f"a BNN needs a classification or regression task, got {info.task!r}")
         self.info = info
         self._net_factory = net_factory
-        self.net = prior.apply_(net_factory())
-        if info.task == "regression":
-            self.noise = PyroParam(torch.tensor(float(init_noise)), constraint=constraints.positive)
+        self.likelihood = make_likelihood(likelihood, info)
+        net = net_factory()
+        check_outputs(net, info, self.likelihood.out_features(info))
+        self.net = prior.apply_(net) if layers is None else prior.apply_(net, layers=layers)
 
     def forward(
         self, x: torch.Tensor, y: torch.Tensor | None = None, num_data: int | None = None
@@ -200,12 +222,7 @@ class BNN(PyroModule):
         check_input(x, self.info.input_shape, "bnn")
         out = self.net(x)
         with data_plate(x, num_data):
-            if self.info.task == "classification":
-                assert out.shape == (x.shape[0], self.info.num_classes), out.shape
-                pyro.sample("obs", dist.Categorical(logits=out), obs=y)
-            else:
-                out = out.squeeze(-1)
-                pyro.sample("obs", dist.Normal(out, self.noise), obs=y)
+            self.likelihood(out, y)
         return out
 
     def plain_net(self) -> nn.Module:
@@ -213,14 +230,31 @@ class BNN(PyroModule):
         return self._net_factory()
 
 
-def weight_guide(zm: ZooModel) -> WeightGuide:
-    """``zm``'s guide, the :class:`guides.dropout.WeightGuide` that holds ``q(W)``.
+@torch.no_grad()
+def check_outputs(net: nn.Module, info: DataInfo, features: int) -> None:
+    """Refuse a net whose outputs for inputs ``info.input_shape`` are not ``(N, features)``.
 
-    :raises ValueError: when the guide is not a weight guide.
+    The net runs once in eval mode on two zero inputs (BatchNorm needs more than one).
+
+    :raises ValueError: naming the shapes, or the error the net raised on such inputs.
     """
-    if not isinstance(zm.guide, WeightGuide):
-        raise ValueError(f"{zm.name} with guide {zm.guide_name!r} has no weight guide")
-    return zm.guide
+    was_training = net.training
+    net.eval()
+    try:
+        out = net(torch.zeros(2, *info.input_shape))
+    except Exception as exc:
+        raise ValueError(
+            f"{type(net).__name__} failed on inputs of shape {('N', *info.input_shape)}, the "
+            f"data's: {type(exc).__name__}: {exc}"
+        ) from exc
+    finally:
+        net.train(was_training)
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, features):
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(
+            f"{type(net).__name__} gives outputs of shape {shape} for 2 examples; the likelihood "
+            f"needs (N, {features}) (the task is {info.task} with {info.num_classes} classes)"
+        )
 
 
 def pruned_state_dict(zm: ZooModel, threshold: float | None = None) -> dict[str, torch.Tensor]:
@@ -243,113 +277,10 @@ def export_pruned(zm: ZooModel, threshold: float | None = None) -> nn.Module:
     return net.eval()
 
 
-def _batches(x: torch.Tensor, size: int):
-    for start in range(0, x.shape[0], size):
-        yield x[start : start + size]
-
-
-@torch.no_grad()
-def predict(zm: ZooModel, x: torch.Tensor, num_samples: int | None = None) -> torch.Tensor:
-    """Network outputs for ``num_samples`` posterior draws, shape ``(S, N, ...)``.
-
-    Each minibatch is run through a fresh guide draw (under the entry's handler, so with the
-    local reparameterization the draws are per example); MC dropout averages masks this way.
-    """
-    num_samples = zm.config.eval_samples if num_samples is None else num_samples
-    return posterior_draws(zm, x, num_samples, lambda trace: trace.nodes["_RETURN"]["value"])
-
-
-@torch.no_grad()
-def mean_net_outputs(zm: ZooModel, x: torch.Tensor, threshold: float | None = None) -> torch.Tensor:
-    """Outputs of the model with its weights fixed at the pruned posterior means."""
-    threshold = zm.config.threshold if threshold is None else threshold
-    weights = weight_guide(zm).mean_weights(threshold)
-    model = poutine.condition(zm.model, data=weights)
-    return torch.cat([model(xb) for xb in _batches(x, zm.config.eval_batch_size)])
-
-
-def _guide_draws(zm: ZooModel, x: torch.Tensor, num_samples: int):
-    """``num_samples`` draws of all the weights from the raw guide (no LRT handler): one global
-    draw per ``s``, the object PSIS-LOO and the importance ratios of Yao et al. (2018) need."""
-    for _ in range(num_samples):
-        trace = poutine.trace(zm.guide).get_trace(x[:1])
-        yield {
-            name: node["value"]
-            for name, node in trace.nodes.items()
-            if node["type"] == "sample" and not node["is_observed"]
-        }
-
-
-@torch.no_grad()
-def pointwise_log_likelihood(
-    zm: ZooModel,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    num_samples: int,
-    batch_size: int | None = None,
-    samples: dict[str, torch.Tensor] | None = None,
-) -> PointwiseDraws:
-    """``log p(y_i | x_i, W_s)`` for ``S`` weight draws, each shared by all examples.
-
-    The draws come from the guide itself (``poutine.trace`` of the raw guide), never through
-    the local reparameterization handler, which would give every example its own noise: PSIS-LOO
-    (Vehtari, Gelman & Gabry 2017) needs one global draw scored on every example.  For MC dropout
-    that is one set of masks per draw.  The model is conditioned on the draw and run over ``x``
-    in batches; biases are the fitted point estimates, and a regressor's noise is its learned one.
-
-    :param samples: weight draws to score instead, site name -> ``(S, ...)`` (e.g. from NUTS).
-    :returns: :class:`~zoo.spec.PointwiseDraws` with ``log_lik`` ``(S, N)``, the Frobenius
-        norm of every weight tensor per draw (``weight_norm``, dim ``layer``) and, for
-        regressors, the noise scale; ``predictive_mean`` the draws' average class probabilities
-        (or regression means).
-    """
-    if x.shape[0] != y.shape[0]:
-        raise ValueError(f"x has {x.shape[0]} examples but y has {y.shape[0]}")
-    batch_size = zm.config.eval_batch_size if batch_size is None else batch_size
-    if samples is None:
-        draws = _guide_draws(zm, x, num_samples)
-    else:
-        num_samples = len(next(iter(samples.values())))
-        draws = ({k: v[s] for k, v in samples.items()} for s in range(num_samples))
-    sites: list[str] | None = None
-    rows, norms = [], []
-    mean = None
-    classify = zm.info.task == "classification"
-    for weights in draws:
-        if sites is None:
-            sites = list(weights)
-        model = poutine.condition(zm.model, data=weights)
-        lps, outs = [], []
-        for start in range(0, x.shape[0], batch_size):
-            xb, yb = x[start : start + batch_size], y[start : start + batch_size]
-            node = poutine.trace(model).get_trace(xb, yb).nodes["obs"]
-            lps.append(node["fn"].log_prob(yb))
-            if classify:
-                outs.append(node["fn"].probs)
-            else:
-                outs.append(node["fn"].loc)
-        rows.append(torch.cat(lps).double())
-        out = torch.cat(outs).double()
-        mean = out if mean is None else mean + out
-        norms.append(torch.stack([weights[k].double().norm() for k in sites]))
-    log_lik = torch.stack(rows).cpu()
-    posterior = {"weight_norm": torch.stack(norms).cpu()}
-    dims = {"weight_norm": ("layer", list(sites))}
-    if not classify:
-        posterior["noise"] = zm.model.noise.detach().double().cpu().expand(num_samples).clone()
-    return PointwiseDraws(
-        log_lik=log_lik,
-        posterior=posterior,
-        dims=dims,
-        predictive_mean=(mean / num_samples).cpu(),
-    )
-
-
-def _classification_metrics(logits: torch.Tensor, y: torch.Tensor, prefix: str) -> dict:
-    logp = logits.log_softmax(-1)
+def _classification_metrics(logp: torch.Tensor, y: torch.Tensor, prefix: str) -> dict:
     return {
         f"{prefix}acc": (logp.argmax(-1) == y).float().mean().item(),
-        f"{prefix}nll": -logp.gather(-1, y[:, None]).mean().item(),
+        f"{prefix}nll": -logp.gather(-1, y.long()[:, None]).mean().item(),
     }
 
 
@@ -364,12 +295,14 @@ def metrics(zm: ZooModel, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
     out: dict[str, float] = {}
     mean_out = mean_net_outputs(zm, x)
     draws = predict(zm, x)
-    if zm.info.task == "classification":
-        out.update(_classification_metrics(mean_out, y, ""))
-        probs = draws.softmax(-1).mean(0)
+    lik = zm.model.likelihood
+    if isinstance(lik, ClassLikelihood):
+        out.update(_classification_metrics(lik.class_log_probs(mean_out), y, ""))
+        probs = lik.class_log_probs(draws).exp().mean(0)
         out.update(_classification_metrics(probs.clamp_min(1e-12).log(), y, "mc_"))
     else:
-        sigma = zm.model.noise
+        sigma = lik.noise
+        mean_out, draws = mean_out.squeeze(-1), draws.squeeze(-1)
         out["rmse"] = (mean_out - y).square().mean().sqrt().item()
         out["nll"] = -dist.Normal(mean_out, sigma).log_prob(y).mean().item()
         out["mc_rmse"] = (draws.mean(0) - y).square().mean().sqrt().item()
@@ -428,9 +361,8 @@ def layer_report(zm: ZooModel, threshold: float | None = None) -> pd.DataFrame:
 
 
 def _build(config: BNNConfig, info: DataInfo) -> BNN:
-    return BNN(
-        lambda: build_net(config, info), config.make_prior(), info, init_noise=config.init_noise
-    )
+    likelihood = make_likelihood(None, info, noise=config.init_noise)
+    return BNN(lambda: build_net(config, info), config.make_prior(), info, likelihood=likelihood)
 
 
 _NORMAL_GUIDES = {
@@ -484,6 +416,22 @@ def elbo_for(config: BNNConfig, train: Any = None) -> str:
     )
 
 
+#: The BNN family's behaviour (pruning report, export, pointwise log-likelihoods, the LRT),
+#: shared by every net made Bayesian here, the registry's and a user's (``zoo.from_module``).
+HOOKS = Hooks(
+    handler=_handler,
+    elbo_for=elbo_for,
+    metrics=metrics,
+    plot=LazyPlot("zoo.models.plots.bnn"),
+    report=layer_report,
+    export=pruned_state_dict,
+    log_likelihood=pointwise_log_likelihood,
+)
+
+#: Every weight guide by name; the registry's entries offer those that suit their prior.
+GUIDES = {**_LOGUNIFORM_GUIDES, **_NORMAL_GUIDES}
+
+
 def _spec(name: str, description: str, config: BNNConfig, dataset: str, train: dict) -> ModelSpec:
     guides = _NORMAL_GUIDES if config.prior == "normal" else _LOGUNIFORM_GUIDES
     return ModelSpec(
@@ -498,15 +446,7 @@ def _spec(name: str, description: str, config: BNNConfig, dataset: str, train: d
         dataset=dataset,
         train_defaults=train,
         reference=REFERENCE,
-        hooks=Hooks(
-            handler=_handler,
-            elbo_for=elbo_for,
-            metrics=metrics,
-            plot=LazyPlot("zoo.models.plots.bnn"),
-            report=layer_report,
-            export=pruned_state_dict,
-            log_likelihood=pointwise_log_likelihood,
-        ),
+        hooks=HOOKS,
     )
 
 

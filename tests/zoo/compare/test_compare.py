@@ -63,7 +63,7 @@ def _set_guide(zm, loc, scale):
         site.loc.copy_(loc.reshape(site.loc.shape).float())
         site.scale = scale.reshape(site.loc.shape).float()
         zm.model.net[1].bias.zero_()
-        zm.model.noise = torch.tensor(SIGMA)
+        zm.model.likelihood.noise = torch.tensor(SIGMA)
     torch.testing.assert_close(site.distribution().base_dist.scale.double(), scale.reshape(1, 3))
 
 

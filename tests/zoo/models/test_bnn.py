@@ -13,14 +13,8 @@ from torch.distributions import kl_divergence
 import zoo
 from zoo import create_model, fit, from_tensors
 from zoo.handlers import KLAnnealing
-from zoo.models.bnn import (
-    BNNConfig,
-    export_pruned,
-    layer_report,
-    mean_net_outputs,
-    predict,
-    pruned_state_dict,
-)
+from zoo.models.bnn import BNNConfig, export_pruned, layer_report, pruned_state_dict
+from zoo.models.weights import mean_net_outputs, predict
 from zoo.priors import sparse_vd_kl
 
 pytestmark = pytest.mark.usefixtures("one_thread")

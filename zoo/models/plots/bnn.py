@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 
 from zoo.data import Dataset
-from zoo.models.bnn import weight_guide
+from zoo.models.weights import weight_guide
 from zoo.models.plots import agg_pyplot
 from zoo.spec import ZooModel
 

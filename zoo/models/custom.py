@@ -1,0 +1,297 @@
+"""A user's own network as a Bayesian model: the parts :func:`zoo.from_module` puts together.
+
+A model is net × prior × likelihood × guide.  Here the net is the user's ``nn.Module`` (or a
+function that builds one), the prior and guide those of :mod:`zoo.models.bnn`, and the
+likelihood one of :mod:`zoo.likelihoods`.  The result is a :class:`~zoo.spec.ZooModel` with
+the BNN family's behaviour (pruning report, export, pointwise log-likelihoods, the local
+reparameterization), so ``fit``, ``evaluate``, the comparison, the uncertainty scores and
+``zoo export`` take it like a registry entry.
+
+What a checkpoint needs to rebuild it is the :class:`ModuleConfig`: the net as a reference to
+the function that builds it (``"package.module:function"`` or ``"path/to/file.py:function"``),
+the names of the layers made Bayesian, the prior's, likelihood's and guide's settings.  A net
+given as an instance cannot be named that way; rebuilding it then takes the same architecture
+again (``zoo.jobs.from_checkpoint(path, net=...)``).
+
+Usage::
+
+    from zoo import fit, from_module, load
+    data = load("digits")
+    net = nn.Sequential(nn.Linear(64, 100), nn.ReLU(), nn.Linear(100, 10))
+    zm = from_module(net, data=data, prior="loguniform", guide="sparse-vd")
+    fit(zm, data, num_epochs=30)
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import importlib.util
+import inspect
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from torch import nn
+
+from zoo.data import DataInfo
+from zoo.likelihoods import LIKELIHOODS, Bernoulli, Categorical, Likelihood, Normal, make_likelihood
+from zoo.models.bnn import BNN, GUIDES, HOOKS, PRIORS, REFERENCE, WeightConfig
+from zoo.priors import LogUniform, Prior, weight_sites
+from zoo.priors import Normal as NormalPrior
+from zoo.spec import ModelSpec
+
+__all__ = [
+    "FAMILY",
+    "TRAIN_DEFAULTS",
+    "ModuleConfig",
+    "bayesian_layers",
+    "build_model",
+    "build_with",
+    "describe_likelihood",
+    "describe_prior",
+    "load_factory",
+    "module_spec",
+    "net_factory",
+    "net_reference",
+]
+
+#: The family name of every model :func:`zoo.from_module` builds.
+FAMILY = "custom"
+
+#: Training defaults of a user's net: Adam at 1e-3, batch 100, and the KL term switched on
+#: linearly over the first 5 epochs (without a warm-up sparse VD prunes everything before the
+#: net has learned anything, Molchanov et al. 2017).
+TRAIN_DEFAULTS = {"num_epochs": 30, "batch_size": 100, "lr": 1e-3, "kl_warmup_end": 5}
+
+
+@dataclass(frozen=True)
+class ModuleConfig(WeightConfig):
+    """Configuration of a user's Bayesian net (and :class:`~zoo.models.bnn.WeightConfig`'s).
+
+    :param net: reference to the function that builds the net (``"pkg.mod:fn"`` or
+        ``"/abs/path/file.py:fn"``), ``""`` when the net was given as an instance.
+    :param likelihood: a key of :data:`zoo.likelihoods.LIKELIHOODS`, or ``"custom"``.
+    :param noise: the Normal likelihood's (initial) noise standard deviation.
+    :param learn_noise: whether the Normal likelihood learns its noise.
+    :param layers: qualified names of the layers made Bayesian (recorded when the model is
+        built, whatever selector chose them).
+    """
+
+    net: str = ""
+    likelihood: str = "categorical"
+    noise: float = 1.0
+    learn_noise: bool = True
+    layers: tuple[str, ...] = ()
+
+    #: ``custom``: a user's :class:`~zoo.priors.Prior` object, given again to rebuild the model
+    PRIOR_CHOICES: ClassVar[tuple[str, ...]] = (*PRIORS, "custom")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.likelihood not in (*LIKELIHOODS, "custom"):
+            raise ValueError(
+                f"likelihood must be one of {sorted(LIKELIHOODS)} or 'custom', "
+                f"got {self.likelihood!r}"
+            )
+        if not self.noise > 0:
+            raise ValueError(f"noise must be positive, got {self.noise}")
+
+
+def net_reference(factory: Callable[..., nn.Module]) -> str:
+    """``"module:qualname"`` of a function defined at the top level of an importable module
+    (``"/abs/path/file.py:qualname"`` for a script), or ``""`` when it has no such name
+    (a lambda, a closure, a function of ``__main__`` run interactively)."""
+    qualname = getattr(factory, "__qualname__", "")
+    module = getattr(factory, "__module__", None)
+    if not qualname or "<" in qualname or module is None:
+        return ""
+    if module == "__main__":
+        path = getattr(sys.modules.get("__main__"), "__file__", None)
+        return f"{Path(path).resolve()}:{qualname}" if path else ""
+    return f"{module}:{qualname}"
+
+
+def load_factory(ref: str) -> Callable[..., nn.Module]:
+    """The function named by ``ref``: ``"package.module:function"`` (imported) or
+    ``"path/to/file.py:function"`` (the file is run as a module).
+
+    Loading runs the module's code, as importing it would: only name files you trust.
+
+    :raises ValueError: for a malformed reference, a missing file or module, or a name that is
+        not a callable in it.
+    """
+    where, sep, name = ref.rpartition(":")
+    if not sep or not where or not name:
+        raise ValueError(
+            f"a net reference is 'package.module:function' or 'file.py:function', got {ref!r}"
+        )
+    if where.endswith(".py"):
+        path = Path(where).expanduser().resolve()
+        if not path.is_file():
+            raise ValueError(f"net reference {ref!r}: no file {path}")
+        spec = importlib.util.spec_from_file_location(f"zoo_user_net_{abs(hash(path))}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    else:
+        try:
+            module = importlib.import_module(where)
+        except ImportError as exc:
+            raise ValueError(f"net reference {ref!r}: cannot import {where!r} ({exc})") from exc
+    obj = module
+    for part in name.split("."):
+        obj = getattr(obj, part, None)
+    if not callable(obj):
+        raise ValueError(f"net reference {ref!r}: {name!r} is not a function of {where}")
+    return obj
+
+
+def build_with(factory: Callable[..., nn.Module], info: DataInfo) -> nn.Module:
+    """``factory(info)`` when it takes an argument, else ``factory()``; checked to be a module.
+
+    :raises ValueError: when the result is not an ``nn.Module``.
+    """
+    try:
+        takes_info = any(
+            p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+            for p in inspect.signature(factory).parameters.values()
+        )
+    except (TypeError, ValueError):  # a builtin without a signature
+        takes_info = False
+    net = factory(info) if takes_info else factory()
+    if not isinstance(net, nn.Module):
+        raise ValueError(f"the net factory returned a {type(net).__name__}, not an nn.Module")
+    return net
+
+
+def describe_prior(prior: str | Prior) -> dict[str, Any]:
+    """:class:`ModuleConfig` fields recording ``prior`` (``prior="custom"`` for a user's
+    :class:`~zoo.priors.Prior` subclass, which a rebuild must be given again)."""
+    if isinstance(prior, str):
+        return {"prior": prior}
+    if isinstance(prior, NormalPrior):
+        return {"prior": "normal", "prior_scale": prior.scale}
+    if type(prior) is LogUniform and prior == LogUniform():
+        return {"prior": "loguniform"}
+    if isinstance(prior, Prior):
+        return {"prior": "custom"}
+    raise TypeError(f"prior must be 'loguniform', 'normal' or a Prior, got {type(prior).__name__}")
+
+
+def describe_likelihood(likelihood: str | Likelihood | None, info: DataInfo) -> dict[str, Any]:
+    """:class:`ModuleConfig` fields recording ``likelihood`` (``None``: the data's default)."""
+    if likelihood is None or isinstance(likelihood, str):
+        return {"likelihood": make_likelihood(likelihood, info).__class__.__name__.lower()}
+    if type(likelihood) in (Categorical, Bernoulli):
+        return {"likelihood": type(likelihood).__name__.lower()}
+    if type(likelihood) is Normal:
+        return {
+            "likelihood": "normal",
+            "noise": float(likelihood.noise.detach()),
+            "learn_noise": likelihood.learn,
+        }
+    if isinstance(likelihood, Likelihood):
+        return {"likelihood": "custom"}
+    raise TypeError(f"likelihood must be a name or a Likelihood, got {type(likelihood).__name__}")
+
+
+def build_model(
+    config: ModuleConfig,
+    info: DataInfo,
+    factory: Callable[[], nn.Module],
+    *,
+    prior: Prior | None = None,
+    likelihood: Likelihood | None = None,
+    layers: Any = None,
+) -> BNN:
+    """The Bayesian net: ``factory()`` with the configured prior on the chosen layers.
+
+    :param prior: the prior object when ``config.prior`` is ``"custom"``.
+    :param likelihood: the likelihood object when ``config.likelihood`` is ``"custom"``.
+    :param layers: the layer selector; ``config.layers`` (all layers when empty) if omitted.
+    :raises ValueError: when a ``"custom"`` part is not given.
+    """
+    if (config.prior == "custom" and prior is None) or (
+        config.likelihood == "custom" and likelihood is None
+    ):
+        raise ValueError(
+            "this model was built with a user's own Prior or Likelihood object, which a "
+            "checkpoint cannot name: pass it again (prior=..., likelihood=...)"
+        )
+    if config.likelihood == "custom":
+        lik = likelihood
+    elif config.likelihood == "normal":
+        lik = Normal(config.noise, learn=config.learn_noise)
+    else:
+        lik = config.likelihood
+    pri = prior if config.prior == "custom" else config.make_prior()
+    chosen = layers if layers is not None else (list(config.layers) or None)
+    return BNN(factory, pri, info, likelihood=make_likelihood(lik, info), layers=chosen)
+
+
+def bayesian_layers(model: BNN) -> tuple[str, ...]:
+    """Qualified names (within the user's net) of the layers ``model`` made Bayesian."""
+    names = {id(m): n for n, m in model.net.named_modules()}
+    return tuple(names[id(site.module)] for site in weight_sites(model.net))
+
+
+def module_spec(
+    name: str,
+    config: ModuleConfig,
+    factory: Callable[[], nn.Module],
+    *,
+    prior: Prior | None = None,
+    likelihood: Likelihood | None = None,
+) -> ModelSpec:
+    """The (unregistered) entry of a user's net: a model builder over ``factory``, every
+    weight guide, and the BNN family's hooks.
+
+    :param prior: the prior object when ``config.prior`` is ``"custom"``.
+    :param likelihood: the likelihood object when ``config.likelihood`` is ``"custom"``.
+    """
+
+    def build(cfg: ModuleConfig, info: DataInfo) -> BNN:
+        return build_model(cfg, info, factory, prior=prior, likelihood=likelihood)
+
+    default = "meanfield" if config.prior == "normal" else "sparse-vd"
+    return ModelSpec(
+        name=name,
+        family=FAMILY,
+        description=f"a user's network ({config.net or 'given as an instance'})",
+        config=config,
+        build_model=build,
+        guides=GUIDES,
+        default_guide=default,
+        elbo="meanfield",
+        dataset="",
+        train_defaults=TRAIN_DEFAULTS,
+        reference=REFERENCE,
+        hooks=HOOKS,
+    )
+
+
+def net_factory(
+    net: nn.Module | Callable[..., nn.Module] | str, info: DataInfo
+) -> tuple[Callable[[], nn.Module], str]:
+    """A function building fresh copies of the plain net, and its reference for checkpoints
+    (``""`` when it has none).
+
+    :param net: an ``nn.Module`` (copied: the user's module is never changed, and its current
+        weights become the guide's initial means), a function (called with ``info`` if it takes
+        an argument), or a reference (:func:`load_factory`).
+    :raises TypeError: for anything else.
+    """
+    if isinstance(net, nn.Module):
+        template = copy.deepcopy(net)
+        return (lambda: copy.deepcopy(template)), ""
+    if isinstance(net, str):
+        where, _, name = net.rpartition(":")
+        fn = load_factory(net)
+        if where.endswith(".py"):
+            net = f"{Path(where).expanduser().resolve()}:{name}"
+        return (lambda: build_with(fn, info)), net
+    if callable(net):
+        return (lambda: build_with(net, info)), net_reference(net)
+    raise TypeError(f"net must be an nn.Module, a function or a reference, got {net!r}")
