@@ -102,16 +102,20 @@ class ModuleConfig(WeightConfig):
 
 def net_reference(factory: Callable[..., nn.Module]) -> str:
     """``"module:qualname"`` of a function defined at the top level of an importable module
-    (``"/abs/path/file.py:qualname"`` for a script), or ``""`` when it has no such name
-    (a lambda, a closure, a function of ``__main__`` run interactively)."""
+    (``"/abs/path/file.py:qualname"`` for a script run as ``__main__``), or ``""`` when it has
+    no such name: a lambda, a closure, a function typed into an interactive session or a
+    notebook, or one of a module that was not imported from a file."""
     qualname = getattr(factory, "__qualname__", "")
-    module = getattr(factory, "__module__", None)
+    name = getattr(factory, "__module__", None)
+    module = sys.modules.get(name) if name else None
     if not qualname or "<" in qualname or module is None:
         return ""
-    if module == "__main__":
-        path = getattr(sys.modules.get("__main__"), "__file__", None)
+    path = getattr(module, "__file__", None)
+    if name == "__main__":
         return f"{Path(path).resolve()}:{qualname}" if path else ""
-    return f"{module}:{qualname}"
+    if path is None and getattr(module, "__spec__", None) is None:
+        return ""
+    return f"{name}:{qualname}"
 
 
 def load_factory(ref: str) -> Callable[..., nn.Module]:
