@@ -1,7 +1,7 @@
 """Bayesian neural networks: any network, a weight prior, a guide, and pruning by log alpha.
 
-The generative process, for a network ``f`` whose ``Linear``/``Conv2d`` weights ``W`` carry the
-prior of :mod:`zoo.priors` and whose biases are point estimates::
+The generative process, for a network ``f`` whose ``Linear``/``ConvNd`` weights ``W`` carry the
+prior of :mod:`zoo.priors` and whose biases (and other layers) are point estimates::
 
     W ~ p(W)                                  Normal(0, s^2) or log-uniform, per weight
     y_i | x_i, W ~ Categorical(softmax f(x_i; W))        classification
@@ -46,12 +46,14 @@ from zoo.data import DataInfo
 from zoo.handlers.lrt import LocalReparameterization
 from zoo.models.plots import LazyPlot
 from zoo.plates import check_input, data_plate
-from zoo.priors import LogUniform, Normal, Prior
+from zoo.priors import LogUniform, Normal, Prior, deterministic_layers, layer_type, weight_sites
 from zoo.spec import Hooks, ModelSpec, PointwiseDraws, ZooModel, posterior_draws
 
 __all__ = [
     "ARCHS",
+    "BAYESIAN_TOTAL",
     "BNN",
+    "DETERMINISTIC_TOTAL",
     "BNNConfig",
     "build_net",
     "elbo_for",
@@ -382,24 +384,82 @@ def metrics(zm: ZooModel, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
     return out
 
 
+#: The label of the report's last row: the Bayesian weights' totals, the ones compression counts.
+BAYESIAN_TOTAL = "total (Bayesian weights)"
+#: The label of the row that sums the parameters of the layers left deterministic.
+DETERMINISTIC_TOTAL = "total (deterministic, not counted)"
+_NOT_PRUNED = {"sparsity_%": math.nan, "compression": math.nan, "dropout_rate": math.nan}
+
+
+def _deterministic_rows(zm: ZooModel) -> list[dict]:
+    """One row per layer of ``zm``'s network left deterministic, and their sum."""
+    inside = {id(m) for m in zm.model.net.modules()}
+    rows = []
+    for name, module in deterministic_layers(zm.model):
+        if id(module) not in inside:
+            continue  # the model's own parameters (a regressor's noise) are not a layer
+        count = sum(p.numel() for p in module.parameters(recurse=False))
+        rows.append(
+            {
+                "layer": name,
+                "kind": "deterministic",
+                "type": layer_type(module),
+                "shape": "",
+                "weights": count,
+                "kept": count,
+                **_NOT_PRUNED,
+            }
+        )
+    if rows:
+        count = sum(r["weights"] for r in rows)
+        rows.append(
+            {
+                "layer": DETERMINISTIC_TOTAL,
+                "kind": "deterministic",
+                "type": "",
+                "shape": "",
+                "weights": count,
+                "kept": count,
+                **_NOT_PRUNED,
+            }
+        )
+    return rows
+
+
 @torch.no_grad()
 def layer_report(zm: ZooModel, threshold: float | None = None) -> pd.DataFrame:
     """Per layer: weights, kept weights, sparsity %, compression ``|W|/|W≠0|``, dropout rate.
 
+    One row per Bayesian weight (``kind`` ``linear``, ``conv1d``, ``conv2d`` or ``conv3d``),
+    then one per layer the prior left deterministic (``kind`` ``deterministic``, see
+    :func:`zoo.priors.deterministic_layers`: its parameter count, none pruned, no sparsity or
+    compression) and their sum, :data:`DETERMINISTIC_TOTAL`.  The last row,
+    :data:`BAYESIAN_TOTAL`, totals the Bayesian weights only: its sparsity and compression are
+    the ones :func:`metrics` reports, and they count neither the deterministic layers nor the
+    biases of the Bayesian ones (point estimates too).
+
     ``dropout_rate`` is the mean of ``p = alpha / (1 + alpha)`` over the layer's weights (for a
-    per-layer alpha, the layer's rate); empty for the mean-field guide.  The last row totals.
-    A layer with every weight pruned has infinite compression.
+    per-layer alpha, the layer's rate); empty for the mean-field guide.  A layer with every
+    weight pruned has infinite compression.
+
+    Usage::
+
+        layer_report(zm)      # a DataFrame; zoo train prints it and writes report.csv
     """
     threshold = zm.config.threshold if threshold is None else threshold
     guide = weight_guide(zm)
     masks = guide.masks(threshold)
     rates = None if isinstance(guide, MeanFieldGaussian) else guide.dropout_rates()
+    kinds = {site.name: site.kind for site in weight_sites(zm.model)}
+    types = {site.name: layer_type(site.module) for site in weight_sites(zm.model)}
     rows = []
     for site, mask in masks.items():
         kept = int(mask.sum())
         rows.append(
             {
                 "layer": site,
+                "kind": kinds.get(site, ""),
+                "type": types.get(site, ""),
                 "shape": "x".join(map(str, mask.shape)),
                 "weights": mask.numel(),
                 "kept": kept,
@@ -409,18 +469,18 @@ def layer_report(zm: ZooModel, threshold: float | None = None) -> pd.DataFrame:
             }
         )
     weights, kept = sum(r["weights"] for r in rows), sum(r["kept"] for r in rows)
-    rows.append(
-        {
-            "layer": "total",
-            "shape": "",
-            "weights": weights,
-            "kept": kept,
-            "sparsity_%": 100.0 * (1 - kept / weights),
-            "compression": weights / kept if kept else math.inf,
-            "dropout_rate": float("nan"),
-        }
-    )
-    return pd.DataFrame(rows)
+    total = {
+        "layer": BAYESIAN_TOTAL,
+        "kind": "",
+        "type": "",
+        "shape": "",
+        "weights": weights,
+        "kept": kept,
+        "sparsity_%": 100.0 * (1 - kept / weights),
+        "compression": weights / kept if kept else math.inf,
+        "dropout_rate": float("nan"),
+    }
+    return pd.DataFrame([*rows, *_deterministic_rows(zm), total])
 
 
 # --------------------------------------------------------------------------------------------
