@@ -388,41 +388,37 @@ def metrics(zm: ZooModel, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
 BAYESIAN_TOTAL = "total (Bayesian weights)"
 #: The label of the row that sums the parameters of the layers left deterministic.
 DETERMINISTIC_TOTAL = "total (deterministic, not counted)"
-_NOT_PRUNED = {"sparsity_%": math.nan, "compression": math.nan, "dropout_rate": math.nan}
+
+
+def _row(
+    layer: str, kind: str, type_: str, shape: str, weights: int, kept: int, rate: float = math.nan
+) -> dict:
+    # Sparsity and compression for Bayesian rows; NaN (not pruned) for deterministic ones.
+    pruned = kind != "deterministic"
+    return {
+        "layer": layer,
+        "kind": kind,
+        "type": type_,
+        "shape": shape,
+        "weights": weights,
+        "kept": kept,
+        "sparsity_%": 100.0 * (1 - kept / weights) if pruned else math.nan,
+        "compression": (weights / kept if kept else math.inf) if pruned else math.nan,
+        "dropout_rate": rate,
+    }
 
 
 def _deterministic_rows(zm: ZooModel) -> list[dict]:
     """One row per layer of ``zm``'s network left deterministic, and their sum."""
-    inside = {id(m) for m in zm.model.net.modules()}
+    inside = {id(m) for m in zm.model.net.modules()}  # not the model's own (a regressor's noise)
     rows = []
     for name, module in deterministic_layers(zm.model):
-        if id(module) not in inside:
-            continue  # the model's own parameters (a regressor's noise) are not a layer
-        count = sum(p.numel() for p in module.parameters(recurse=False))
-        rows.append(
-            {
-                "layer": name,
-                "kind": "deterministic",
-                "type": layer_type(module),
-                "shape": "",
-                "weights": count,
-                "kept": count,
-                **_NOT_PRUNED,
-            }
-        )
+        if id(module) in inside:
+            count = sum(p.numel() for p in module.parameters(recurse=False))
+            rows.append(_row(name, "deterministic", layer_type(module), "", count, count))
     if rows:
         count = sum(r["weights"] for r in rows)
-        rows.append(
-            {
-                "layer": DETERMINISTIC_TOTAL,
-                "kind": "deterministic",
-                "type": "",
-                "shape": "",
-                "weights": count,
-                "kept": count,
-                **_NOT_PRUNED,
-            }
-        )
+        rows.append(_row(DETERMINISTIC_TOTAL, "deterministic", "", "", count, count))
     return rows
 
 
@@ -448,38 +444,17 @@ def layer_report(zm: ZooModel, threshold: float | None = None) -> pd.DataFrame:
     """
     threshold = zm.config.threshold if threshold is None else threshold
     guide = weight_guide(zm)
-    masks = guide.masks(threshold)
     rates = None if isinstance(guide, MeanFieldGaussian) else guide.dropout_rates()
-    kinds = {site.name: site.kind for site in weight_sites(zm.model)}
-    types = {site.name: layer_type(site.module) for site in weight_sites(zm.model)}
+    sites = {site.name: site for site in weight_sites(zm.model)}
     rows = []
-    for site, mask in masks.items():
+    for name, mask in guide.masks(threshold).items():
+        site = sites[name]
+        shape = "x".join(map(str, mask.shape))
+        rate = math.nan if rates is None else rates[name].mean().item()
         kept = int(mask.sum())
-        rows.append(
-            {
-                "layer": site,
-                "kind": kinds.get(site, ""),
-                "type": types.get(site, ""),
-                "shape": "x".join(map(str, mask.shape)),
-                "weights": mask.numel(),
-                "kept": kept,
-                "sparsity_%": 100.0 * (1 - kept / mask.numel()),
-                "compression": mask.numel() / kept if kept else math.inf,
-                "dropout_rate": float("nan") if rates is None else rates[site].mean().item(),
-            }
-        )
+        rows.append(_row(name, site.kind, layer_type(site.module), shape, mask.numel(), kept, rate))
     weights, kept = sum(r["weights"] for r in rows), sum(r["kept"] for r in rows)
-    total = {
-        "layer": BAYESIAN_TOTAL,
-        "kind": "",
-        "type": "",
-        "shape": "",
-        "weights": weights,
-        "kept": kept,
-        "sparsity_%": 100.0 * (1 - kept / weights),
-        "compression": weights / kept if kept else math.inf,
-        "dropout_rate": float("nan"),
-    }
+    total = _row(BAYESIAN_TOTAL, "", "", "", weights, kept)
     return pd.DataFrame([*rows, *_deterministic_rows(zm), total])
 
 
