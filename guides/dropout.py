@@ -66,27 +66,49 @@ __all__ = [
 class DropoutWeight(TorchDistribution):
     """Bernoulli dropout on the input units of a weight tensor, as a distribution over weights.
 
-    ``w = loc * z / (1 - p)`` with one ``z ~ Bernoulli(1 - p)`` per input unit (dimension 1 of
-    ``loc``: the input features of a ``Linear`` weight, the input channels of a ``Conv2d`` one),
-    so ``E[w] = loc``.  The family is a mixture of point masses: ``log_prob`` is 0 and its
-    entropy, which no parameter touches, is dropped, as in Gal & Ghahramani (2016).
+    ``w = loc * z / (1 - p)`` with one ``z ~ Bernoulli(1 - p)`` per input unit (the input
+    features of a ``Linear`` weight, the input channels of a ``Conv1d/2d/3d`` one), so
+    ``E[w] = loc``.  A convolution with ``groups > 1`` holds ``C_in / groups`` input channels in
+    dimension 1 of its weight, one set per group: each group's channels get their own masks, so
+    every input channel of the layer is dropped independently, exactly as
+    :meth:`dropout_input` drops the channels of ``x``.  The family is a mixture of point masses:
+    ``log_prob`` is 0 and its entropy, which no parameter touches, is dropped, as in Gal &
+    Ghahramani (2016).
+
+    Usage::
+
+        q = DropoutWeight(torch.randn(8, 2, 3), 0.5, groups=2)   # Conv1d(4, 8, 3, groups=2)
+        w = q.rsample()              # the 4 input channels dropped independently
 
     :param loc: the weight means ``M`` (at least 2-D).
     :param p: the drop probability, ``0 <= p < 1``.
+    :param groups: the layer's groups; ``loc.shape[0]`` must be a multiple.
     """
 
     arg_constraints = {"loc": constraints.real}  # noqa: RUF012
     support = constraints.real
     has_rsample = True
 
-    def __init__(self, loc: torch.Tensor, p: float, validate_args: bool | None = None) -> None:
+    def __init__(
+        self,
+        loc: torch.Tensor,
+        p: float,
+        validate_args: bool | None = None,
+        *,
+        groups: int = 1,
+    ) -> None:
         if not 0.0 <= p < 1.0:
             raise ValueError(f"dropout probability must be in [0, 1), got {p}")
         if loc.dim() < 2:
             raise ValueError(
                 f"loc must have an output and an input dimension, got {tuple(loc.shape)}"
             )
-        self.loc, self.p = loc, float(p)
+        if groups < 1 or loc.shape[0] % groups:
+            raise ValueError(
+                f"groups must be a positive divisor of the {loc.shape[0]} output units, "
+                f"got {groups}"
+            )
+        self.loc, self.p, self.groups = loc, float(p), int(groups)
         super().__init__(loc.shape, validate_args=validate_args)
 
     def expand(self, batch_shape, _instance=None):
@@ -107,8 +129,12 @@ class DropoutWeight(TorchDistribution):
         return torch.bernoulli(keep) / (1.0 - self.p)
 
     def rsample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:  # noqa: B008
-        unit = (1, self.loc.shape[1]) + (1,) * (self.loc.dim() - 2)
-        return self.loc * self._keep((*sample_shape, *unit))
+        # One mask per (group, input unit), shared by the group's outputs and kernel taps.
+        out, inputs = self.loc.shape[:2]
+        taps = (1,) * (self.loc.dim() - 2)
+        keep = self._keep((*sample_shape, self.groups, 1, inputs, *taps))
+        keep = keep.expand(*sample_shape, self.groups, out // self.groups, inputs, *taps)
+        return self.loc * keep.reshape(*sample_shape, out, inputs, *taps)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         return torch.zeros_like(value)
@@ -117,7 +143,8 @@ class DropoutWeight(TorchDistribution):
         """``x`` with its own mask per example: the same law per example, no weight formed.
 
         :param feature_dim: the dimension of ``x`` the weight's input units index: -1 for a
-            ``Linear`` layer (whatever dimensions lie between), 1 for ``Conv2d`` channels.
+            ``Linear`` layer (whatever dimensions lie between), 1 for the channels of a
+            ``Conv1d/2d/3d`` (each of the ``C_in`` channels, whatever the groups).
         """
         shape = [1] * x.dim()
         shape[0], shape[feature_dim] = x.shape[0], x.shape[feature_dim]
@@ -226,23 +253,43 @@ def _kl_gaussian_dropout_loguniform(q: GaussianDropout, p: ImproperLogUniform) -
     return kl.expand(torch.broadcast_shapes(kl.shape, p.batch_shape))
 
 
+def _groups(site: WeightSite) -> int:
+    return int(getattr(site.module, "groups", 1))
+
+
 class _SharedAlphaNormal(PyroModule):
-    """``N(theta, alpha theta^2)``, ``log alpha`` per layer or per input unit (Kingma 2015)."""
+    """``N(theta, alpha theta^2)``, ``log alpha`` per layer or per input unit (Kingma 2015).
+
+    Per unit, ``log_alpha`` has shape ``(1, C_in, 1, ...)``: one value per input feature or
+    channel of the layer.  A grouped convolution's weight holds ``C_in / groups`` channels in
+    dimension 1, so group ``g``'s outputs read the values of channels ``g C_in/groups`` on.
+    """
 
     def __init__(self, site: WeightSite, per: str, init_log_alpha: float, max_log_alpha: float):
         super().__init__()
         self.site = site.name
         self.max_log_alpha = max_log_alpha
         self.theta = nn.Parameter(site.init.clone())
-        shape = () if per == "layer" else (1, site.shape[1]) + (1,) * (len(site.shape) - 2)
+        self.groups = 1 if per == "layer" else _groups(site)
+        taps = (1,) * (len(site.shape) - 2)
+        shape = () if per == "layer" else (1, self.groups * site.shape[1], *taps)
         self.log_alpha = nn.Parameter(torch.full(shape, float(init_log_alpha)))
 
+    def weight_log_alpha(self) -> torch.Tensor:
+        """The clamped ``log alpha``, broadcastable to (for groups > 1: of) the weight's shape."""
+        log_alpha = self.log_alpha.clamp(max=self.max_log_alpha)
+        if self.groups == 1:
+            return log_alpha
+        out, inputs, *taps = self.theta.shape
+        per_group = log_alpha.reshape(self.groups, 1, inputs, *(1 for _ in taps))
+        expanded = per_group.expand(self.groups, out // self.groups, inputs, *taps)
+        return expanded.reshape(self.theta.shape)
+
     def alpha(self) -> torch.Tensor:
-        return self.log_alpha.clamp(max=self.max_log_alpha).exp()
+        return self.weight_log_alpha().exp()
 
     def distribution(self) -> dist.TorchDistribution:
-        log_alpha = self.log_alpha.clamp(max=self.max_log_alpha)
-        return GaussianDropout(self.theta, log_alpha).to_event(self.theta.dim())
+        return GaussianDropout(self.theta, self.weight_log_alpha()).to_event(self.theta.dim())
 
 
 class _DropoutSite(PyroModule):
@@ -250,10 +297,12 @@ class _DropoutSite(PyroModule):
         super().__init__()
         self.site = site.name
         self.p = p
+        self.groups = _groups(site)
         self.loc = nn.Parameter(site.init.clone())
 
     def distribution(self) -> dist.TorchDistribution:
-        return DropoutWeight(self.loc, self.p).to_event(self.loc.dim())
+        q = DropoutWeight(self.loc, self.p, groups=self.groups)
+        return q.to_event(self.loc.dim())
 
 
 class WeightGuide(PyroModule):
@@ -345,9 +394,10 @@ class VariationalDropout(WeightGuide):
     """Gaussian dropout with a learned rate shared per layer (type A) or per unit (type B).
 
     Kingma, Salimans & Welling, "Variational Dropout and the Local Reparameterization Trick",
-    NeurIPS 2015.  Type B's unit is the layer's input unit (a feature or channel): dropping a unit
-    scales all its outgoing weights.  The noise is independent per weight (their sec. 3.2), which
-    is what the local reparameterization needs.
+    NeurIPS 2015.  Type B's unit is the layer's input unit (a feature or channel; each channel
+    of a grouped convolution has its own): dropping a unit scales all its outgoing weights.
+    The noise is independent per weight (their sec. 3.2), which is what the local
+    reparameterization needs.
 
     :param model: the Bayesian network.
     :param per: ``"layer"`` (type A) or ``"unit"`` (type B).
@@ -375,9 +425,7 @@ class VariationalDropout(WeightGuide):
         self.per = per
 
     def log_alpha(self) -> dict[str, torch.Tensor]:
-        return {
-            s.site: s.log_alpha.clamp(max=s.max_log_alpha).expand_as(s.theta) for s in self.sites
-        }
+        return {s.site: s.weight_log_alpha().expand_as(s.theta) for s in self.sites}
 
 
 class MeanFieldGaussian(WeightGuide):

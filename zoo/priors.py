@@ -1,10 +1,13 @@
 """Weight priors that turn any ``nn.Module`` into a Bayesian one, and their registered KLs.
 
-A :class:`Prior` rewrites the ``Linear`` and ``Conv2d`` layers of an existing network in place
-(:meth:`Prior.apply_`): each weight becomes a ``PyroSample`` site named after the layer's path
+A :class:`Prior` rewrites the ``Linear``, ``Conv1d``, ``Conv2d`` and ``Conv3d`` layers of an
+existing network in place (:meth:`Prior.apply_`, all of them or those a ``layers=`` selector
+picks): each weight becomes a ``PyroSample`` site named after the layer's path
 (``"net.0.weight"``) and biases stay ordinary, point-estimated parameters, as in Molchanov et al.
 (2017).  The architecture's own ``forward`` is untouched; the layers' class is swapped for a
 subclass whose forward asks :mod:`zoo.handlers.lrt` whether to use the local reparameterization.
+Any other module with parameters (``BatchNorm``, ``LayerNorm``, ``Embedding``, ``LSTM``, ...)
+stays deterministic, and ``apply_`` names each in one warning (:func:`deterministic_layers`).
 
 Two priors:
 
@@ -25,11 +28,14 @@ Usage::
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 
 import pyro.distributions as dist
 import torch
+import torch.nn.functional as F
 from pyro.distributions.torch_distribution import TorchDistribution
 from pyro.nn import PyroModule, PyroSample
 from pyro.nn.module import to_pyro_module_
@@ -40,18 +46,25 @@ from torch.distributions.kl import register_kl
 from zoo.handlers import lrt
 
 __all__ = [
+    "BAYESIAN_TYPES",
     "KL_K1",
     "KL_K2",
     "KL_K3",
     "LOG_ALPHA_EPS",
+    "BayesianConv1d",
     "BayesianConv2d",
+    "BayesianConv3d",
     "BayesianLinear",
     "ImproperLogUniform",
+    "LayerSelector",
     "LogUniform",
     "Normal",
     "Prior",
     "WeightSite",
+    "deterministic_layers",
+    "layer_type",
     "log_alpha",
+    "select_layers",
     "sparse_vd_kl",
     "weight_sites",
 ]
@@ -164,21 +177,55 @@ class BayesianLinear(PyroModule[nn.Linear], _BayesianLayer):
         return lrt.linear(input, self.weight, self.bias)
 
 
-class BayesianConv2d(PyroModule[nn.Conv2d], _BayesianLayer):
-    """``nn.Conv2d`` whose weight is a sample site; see :func:`zoo.handlers.lrt.conv2d`."""
+def _conv_forward(layer: nn.Module, input: torch.Tensor) -> torch.Tensor:
+    # As nn.ConvNd does: a non-zero padding mode pads the input first.  The LRT is exact for
+    # any fixed input, so padding before it changes nothing in its law.
+    padding = layer.padding
+    if layer.padding_mode != "zeros":
+        input = F.pad(input, layer._reversed_padding_repeated_twice, mode=layer.padding_mode)
+        padding = 0
+    return lrt.conv(
+        input,
+        layer.weight,
+        layer.bias,
+        layer.stride,
+        padding,
+        layer.dilation,
+        layer.groups,
+        dims=len(layer.kernel_size),
+    )
+
+
+class BayesianConv1d(PyroModule[nn.Conv1d], _BayesianLayer):
+    """``nn.Conv1d`` whose weight is a sample site; see :func:`zoo.handlers.lrt.conv`."""
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        if self.padding_mode != "zeros":
-            raise ValueError("Bayesian Conv2d supports padding_mode='zeros' only")
-        return lrt.conv2d(
-            input, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups
-        )
+        return _conv_forward(self, input)
+
+
+class BayesianConv2d(PyroModule[nn.Conv2d], _BayesianLayer):
+    """``nn.Conv2d`` whose weight is a sample site; see :func:`zoo.handlers.lrt.conv`."""
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return _conv_forward(self, input)
+
+
+class BayesianConv3d(PyroModule[nn.Conv3d], _BayesianLayer):
+    """``nn.Conv3d`` whose weight is a sample site; see :func:`zoo.handlers.lrt.conv`."""
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return _conv_forward(self, input)
 
 
 _SWAPS: dict[type[nn.Module], type[nn.Module]] = {
     nn.Linear: BayesianLinear,
+    nn.Conv1d: BayesianConv1d,
     nn.Conv2d: BayesianConv2d,
+    nn.Conv3d: BayesianConv3d,
 }
+#: The layer types a prior makes Bayesian (exact types: a subclass may have its own forward).
+BAYESIAN_TYPES: tuple[type[nn.Module], ...] = tuple(_SWAPS)
+_SUPPORTED = "Linear, Conv1d, Conv2d and Conv3d"
 
 
 @dataclass(frozen=True)
@@ -192,7 +239,10 @@ class WeightSite:
 
     @property
     def kind(self) -> str:
-        return "conv2d" if isinstance(self.module, nn.Conv2d) else "linear"
+        """``"linear"``, ``"conv1d"``, ``"conv2d"`` or ``"conv3d"``."""
+        if isinstance(self.module, nn.Linear):
+            return "linear"
+        return f"conv{len(self.module.kernel_size)}d"
 
 
 def _weight_prior(module: nn.Module) -> dist.Distribution:
@@ -201,31 +251,190 @@ def _weight_prior(module: nn.Module) -> dist.Distribution:
     return module._zoo_prior.distribution(shape, anchor).to_event(len(shape))
 
 
+# --------------------------------------------------------------------------------------------
+# Which layers: the layers= selector, and the layers left deterministic
+
+#: What ``layers=`` accepts: see :func:`select_layers`.
+LayerSelector = (
+    type[nn.Module]
+    | tuple[type[nn.Module], ...]
+    | str
+    | Sequence[str]
+    | Callable[[str, nn.Module], bool]
+    | None
+)
+
+
+def _base_type(module: nn.Module) -> type:
+    # The class its author wrote: nn.LSTM for the PyroLSTM that to_pyro_module_ makes of it.
+    for cls in type(module).__mro__:
+        if not issubclass(cls, PyroModule | _BayesianLayer):
+            return cls
+    return type(module)
+
+
+def layer_type(module: nn.Module) -> str:
+    """The class name of ``module`` as its author wrote it (``"LSTM"``, not ``"PyroLSTM"``)."""
+    return _base_type(module).__name__
+
+
+def _swappable(module: nn.Module) -> bool:
+    # Exactly one of the supported types (a subclass may have its own forward), plain or as
+    # PyroModule[...], with its weight still an ordinary parameter.
+    return _base_type(module) in _SWAPS and isinstance(
+        module._parameters.get("weight"), nn.Parameter
+    )
+
+
+def _describe(layers: Sequence[tuple[str, nn.Module]]) -> str:
+    return ", ".join(f"{name or '<the net itself>'} ({layer_type(m)})" for name, m in layers)
+
+
+def _owns_parameters(module: nn.Module) -> bool:
+    return next(module.parameters(recurse=False), None) is not None
+
+
+def deterministic_layers(net: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The modules of ``net`` that hold parameters of their own and are not Bayesian layers.
+
+    Each is named by its qualified name, as in ``named_modules``: a module that owns parameters
+    directly (``BatchNorm1d``, ``LSTM``, a ``Linear`` left out by ``layers=``, a custom module's
+    own ``nn.Parameter``) is listed; a pure container (``Sequential``) is not, its children are.
+    After :meth:`Prior.apply_` these are the layers whose parameters stay point estimates: no
+    prior, no noise, not pruned and not counted in a pruning report's compression.
+
+    Usage::
+
+        net = nn.Sequential(nn.Conv1d(1, 4, 3), nn.BatchNorm1d(4))
+        LogUniform().apply_(net)        # warns: 1 (BatchNorm1d) stays deterministic
+        deterministic_layers(net)       # [('1', BatchNorm1d(4, ...))]
+    """
+    return [
+        (name, m)
+        for name, m in net.named_modules()
+        if not isinstance(m, _BayesianLayer) and _owns_parameters(m)
+    ]
+
+
+def _layers_text(net: nn.Module) -> str:
+    candidates = [(n, m) for n, m in net.named_modules() if _swappable(m)]
+    others = [(n, m) for n, m in deterministic_layers(net) if not _swappable(m)]
+    return (
+        f"its layers that can be Bayesian: {_describe(candidates) or 'none'}; its other "
+        f"parametrized layers: {_describe(others) or 'none'}"
+    )
+
+
+def _matches(pattern: str, name: str) -> bool:
+    # The layer itself or any module above it: "features" selects every layer in features.
+    parts = name.split(".")
+    return any(fnmatchcase(".".join(parts[:i]), pattern) for i in range(1, len(parts) + 1))
+
+
+def _by_pattern(net: nn.Module, patterns: list[str], candidates: list) -> list:
+    for pattern in patterns:
+        if not any(_matches(pattern, n) for n, _ in candidates):
+            raise ValueError(
+                f"layers= pattern {pattern!r} matches no Linear or Conv1d/2d/3d layer of "
+                f"{layer_type(net)}; {_layers_text(net)}"
+            )
+    return [(n, m) for n, m in candidates if any(_matches(p, n) for p in patterns)]
+
+
+def select_layers(net: nn.Module, layers: LayerSelector = None) -> list[tuple[str, nn.Module]]:
+    """The layers of ``net`` that :meth:`Prior.apply_` makes Bayesian, in module order.
+
+    Only layers of exactly the types in :data:`BAYESIAN_TYPES` can be chosen; ``layers`` is
+
+    * ``None``: all of them;
+    * a type or a tuple of types (``nn.Conv1d``): those of these types;
+    * a qualified name or glob pattern, or a list of them (``["features.*", "head"]``): the
+      layers whose name, or the name of a module above them, matches one (``fnmatch``, case
+      sensitive); every pattern must match at least one layer;
+    * a callable ``(qualified_name, layer) -> bool``.
+
+    Usage::
+
+        select_layers(net, nn.Conv1d)              # [('features.0', Conv1d(...)), ...]
+        select_layers(net, ["head"])               # [('head', Linear(...))]
+
+    :raises ValueError: when the selector is of another kind, names a type that cannot be
+        Bayesian, or selects nothing; the message names the layers ``net`` has.
+    """
+    candidates = [(n, m) for n, m in net.named_modules() if _swappable(m)]
+    if isinstance(layers, type) or (
+        isinstance(layers, tuple) and layers and all(isinstance(t, type) for t in layers)
+    ):
+        types = (layers,) if isinstance(layers, type) else layers
+        bad = [t.__name__ for t in types if not issubclass(t, BAYESIAN_TYPES)]
+        if bad:
+            raise ValueError(
+                f"layers= names types a prior cannot make Bayesian: {', '.join(bad)}; "
+                f"it supports {_SUPPORTED}"
+            )
+        chosen = [(n, m) for n, m in candidates if isinstance(m, types)]
+    elif isinstance(layers, str) or (
+        isinstance(layers, list | tuple) and all(isinstance(p, str) for p in layers)
+    ):
+        patterns = [layers] if isinstance(layers, str) else list(layers)
+        chosen = _by_pattern(net, patterns, candidates)
+    elif layers is None:
+        chosen = candidates
+    elif callable(layers) and not isinstance(layers, nn.Module):
+        chosen = [(n, m) for n, m in candidates if layers(n, m)]
+    else:
+        raise ValueError(
+            "layers= must be None, a layer type or tuple of types, a name or glob pattern or a "
+            f"list of them, or a callable (name, layer) -> bool; got {layers!r}"
+        )
+    if not chosen:
+        what = "has no" if layers is None else "has no selected"
+        raise ValueError(
+            f"{layer_type(net)} {what} Linear, Conv1d, Conv2d or Conv3d layer to make "
+            f"Bayesian; {_layers_text(net)}"
+        )
+    return chosen
+
+
+def _warn_deterministic(net: nn.Module, prior: Prior) -> None:
+    # Layers a selector left out were chosen by the caller; the ones named here were not.
+    left = [(n, m) for n, m in deterministic_layers(net) if not _swappable(m)]
+    if left:
+        warnings.warn(
+            f"{type(prior).__name__}.apply_ leaves {len(left)} parametrized layer(s) of "
+            f"{layer_type(net)} deterministic: {_describe(left)}. Their parameters stay "
+            f"point estimates (no prior, no noise, never pruned) and a pruning report's "
+            f"compression does not count them; a prior makes {_SUPPORTED} layers Bayesian.",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
 class Prior:
-    """A prior over the weights of ``Linear`` and ``Conv2d`` layers; subclasses give its form."""
+    """A prior over the weights of ``Linear`` and ``ConvNd`` layers; subclasses give its form."""
 
     def distribution(self, shape: torch.Size, anchor: torch.Tensor) -> dist.Distribution:
         """The prior of one weight tensor, batch shape ``shape`` (``anchor`` fixes device/dtype)."""
         raise NotImplementedError
 
-    def apply_(
-        self, net: nn.Module, *, include: Callable[[str, nn.Module], bool] | None = None
-    ) -> nn.Module:
-        """Make the weights of ``net``'s ``Linear``/``Conv2d`` layers sample sites, in place.
+    def apply_(self, net: nn.Module, *, layers: LayerSelector = None) -> nn.Module:
+        """Make the weights of ``net``'s ``Linear``/``Conv1d``/``Conv2d``/``Conv3d`` layers
+        sample sites, in place.
+
+        Every other module that holds parameters of its own (``BatchNorm``, ``LayerNorm``,
+        ``Embedding``, recurrent layers, ...) stays deterministic, and one ``UserWarning``
+        names them all (see :func:`deterministic_layers`).  Layers of a supported type that
+        ``layers`` leaves out stay deterministic too, without a warning: the caller chose them.
 
         :param net: any module; it becomes a ``PyroModule`` (its ``forward`` is unchanged).
-        :param include: ``(qualified_name, layer) -> bool`` picks layers (all by default).
+        :param layers: which layers (all by default); see :func:`select_layers`.
         :returns: ``net``.
         :raises ValueError: if no layer qualifies or ``net`` already has Bayesian layers.
         """
-        targets = []
         for name, m in net.named_modules():
             if isinstance(m, _BayesianLayer):
                 raise ValueError(f"layer {name!r} is already Bayesian; apply a prior once")
-            if type(m) in _SWAPS and (include is None or include(name, m)):
-                targets.append((m, type(m)))
-        if not targets:
-            raise ValueError(f"{type(net).__name__} has no Linear or Conv2d layer to make Bayesian")
+        targets = [(m, _base_type(m)) for _, m in select_layers(net, layers)]
         to_pyro_module_(net)
         for m, cls in targets:
             init = m.weight.detach().clone()
@@ -241,6 +450,7 @@ class Prior:
             m._zoo_prior = self
             m._zoo_weight_init = init
             m.weight = PyroSample(_weight_prior)
+        _warn_deterministic(net, self)
         return net
 
 

@@ -135,7 +135,7 @@ def test_bnn_train_writes_the_layer_report_and_export_refuses_to_overwrite(tmp_p
     args += ["--num-epochs", "1", "--no-progress", "--no-plots", "--out", str(out)]
     assert main(args) == 0
     report = pd.read_csv(out / "report.csv")
-    assert list(report["layer"]) == ["net.1.weight", "net.3.weight", "total"]
+    assert list(report["layer"]) == ["net.1.weight", "net.3.weight", "total (Bayesian weights)"]
     assert report["weights"].iloc[-1] == 64 * 16 + 16 * 10
     # compression is |W| / |W != 0| of the same rows
     expected = report["weights"] / report["kept"].clip(lower=1)

@@ -221,7 +221,12 @@ def test_prior_turns_any_module_into_a_bayesian_one():
     torch.manual_seed(0)
     net = _Custom()
     plain = copy.deepcopy(net)
-    assert LogUniform().apply_(net) is net
+    with pytest.warns(
+        UserWarning,
+        match=r"1 parametrized layer\(s\) of _Custom deterministic: "
+        r"norm \(LayerNorm\)\.",
+    ):
+        assert LogUniform().apply_(net) is net
     sites = weight_sites(net)
     assert [(s.name, tuple(s.shape)) for s in sites] == [
         ("features.0.weight", (3, 2, 3, 3)),
@@ -259,10 +264,15 @@ def test_prior_turns_any_module_into_a_bayesian_one():
 
     with pytest.raises(ValueError, match="already Bayesian"):
         LogUniform().apply_(net)
-    with pytest.raises(ValueError, match="no Linear or Conv2d"):
+    with pytest.raises(
+        ValueError,
+        match=r"has no Linear, Conv1d, Conv2d or Conv3d layer.*"
+        r"can be Bayesian: none; its other parametrized layers: 1 \(LayerNorm\)",
+    ):
         Normal().apply_(nn.Sequential(nn.ReLU(), nn.LayerNorm(3)))
-    # include= picks layers by qualified name
-    only_head = Normal().apply_(_Custom(), include=lambda name, m: name == "head")
+    # a callable layers= picks layers by qualified name
+    with pytest.warns(UserWarning, match=r"deterministic: norm \(LayerNorm\)\."):
+        only_head = Normal().apply_(_Custom(), layers=lambda name, m: name == "head")
     assert [s.name for s in weight_sites(only_head)] == ["head.weight"]
 
 

@@ -3,14 +3,15 @@
 Under :class:`LocalReparameterization`, every weight a guide draws from a Gaussian (or from the
 Bernoulli-dropout family of :class:`guides.dropout.DropoutWeight`) is remembered together with
 its distribution.  When the model's Bayesian layer (:class:`zoo.priors.BayesianLinear`,
-:class:`zoo.priors.BayesianConv2d`) later receives that same tensor, replayed from the guide, it
-does not multiply by it: it samples the pre-activations instead, ::
+:class:`zoo.priors.BayesianConv1d` and its 2-D and 3-D twins) later receives that same tensor,
+replayed from the guide, it does not multiply by it: it samples the pre-activations instead, ::
 
     b = x @ theta.T + bias + sqrt((x ** 2) @ (sigma ** 2).T + 1e-8) * eps,   eps ~ N(0, I)
 
-with one ``eps`` per example and output unit, and the convolutional analogue with two
-convolutions.  No per-example weight is ever formed and the bias gets no noise (Molchanov et al.
-2017 found that noise on the bias caused the NaNs users reported).  Per example the output has
+with one ``eps`` per example and output unit, and the convolutional analogue (1-, 2- or 3-D, any
+stride, padding, dilation and groups) with two convolutions.  No per-example weight is ever
+formed and the bias gets no noise (Molchanov et al. 2017 found that noise on the bias caused
+the NaNs users reported).  Per example the output has
 exactly the distribution it has under a weight sample, and the estimator's variance is lower.
 
 With ``draw_weights=False`` the guide's weight sites (those a guide marks
@@ -42,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from pyro.poutine.messenger import Messenger
 
-__all__ = ["MODES", "LocalReparameterization", "active", "conv2d", "linear"]
+__all__ = ["MODES", "LocalReparameterization", "active", "conv", "conv2d", "linear"]
 
 #: ``lrt``: sample pre-activations; ``per_example``: one weight sample per example.
 MODES = ("lrt", "per_example")
@@ -173,7 +174,11 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> 
     return mean + (var + _VAR_EPS).sqrt() * torch.randn_like(mean)
 
 
-def conv2d(
+#: ``torch.nn.functional`` convolution per number of spatial dimensions.
+_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+
+
+def conv(
     x: torch.Tensor,
     weight: torch.Tensor,
     bias: torch.Tensor | None,
@@ -181,20 +186,44 @@ def conv2d(
     padding: Any = 0,
     dilation: Any = 1,
     groups: int = 1,
+    *,
+    dims: int | None = None,
 ) -> torch.Tensor:
-    """``F.conv2d``, or its locally reparameterized form when ``weight`` came from a guide."""
-    _check_weight(weight, 4, "Conv2d")
+    """``F.conv1d/2d/3d``, or its locally reparameterized form when ``weight`` came from a guide.
+
+    Under the LRT the output is sampled from two convolutions, mean ``conv(x, theta) + bias`` and
+    variance ``conv(x², sigma²)``, with the layer's stride, padding, dilation and groups; with
+    ``per_example`` one grouped convolution applies each example's own kernel to it.
+
+    Usage::
+
+        out = conv(x, layer.weight, layer.bias, layer.stride, layer.padding, layer.dilation,
+                   layer.groups, dims=1)        # inside a Conv1d's forward
+
+    :param dims: the number of spatial dimensions (1, 2 or 3); ``weight.dim() - 2`` when
+        omitted.  A layer passes its own, so that a weight with an extra (particle) dimension
+        is refused instead of being taken for a higher-dimensional kernel.
+    :raises ValueError: for a weight that is not ``dims + 2``-dimensional.
+    """
+    dims = weight.dim() - 2 if dims is None else dims
+    if dims not in _CONV:
+        raise ValueError(
+            f"a convolution has 1, 2 or 3 spatial dimensions, got a weight of shape "
+            f"{tuple(weight.shape)}"
+        )
+    _check_weight(weight, dims + 2, f"Conv{dims}d")
+    conv_nd = _CONV[dims]
     found = _lookup(weight)
     if found is None:
-        return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+        return conv_nd(x, weight, bias, stride, padding, dilation, groups)
     mode, q = found
     if hasattr(q, "dropout_input"):
-        return F.conv2d(q.dropout_input(x, 1), q.loc, bias, stride, padding, dilation, groups)
+        return conv_nd(q.dropout_input(x, 1), q.loc, bias, stride, padding, dilation, groups)
     if mode == "per_example":
         # A grouped convolution applies example b's own kernel to example b.
         batch, channels = x.shape[:2]
         w = q.loc + q.scale * torch.randn((batch, *q.loc.shape), dtype=x.dtype, device=x.device)
-        out = F.conv2d(
+        out = conv_nd(
             x.reshape(1, batch * channels, *x.shape[2:]),
             w.reshape(-1, *q.loc.shape[1:]),
             None,
@@ -204,7 +233,20 @@ def conv2d(
             groups * batch,
         )
         out = out.reshape(batch, -1, *out.shape[2:])
-        return out if bias is None else out + bias.reshape(1, -1, 1, 1)
-    mean = F.conv2d(x, q.loc, bias, stride, padding, dilation, groups)
-    var = F.conv2d(x.square(), q.variance, None, stride, padding, dilation, groups)
+        return out if bias is None else out + bias.reshape(1, -1, *([1] * dims))
+    mean = conv_nd(x, q.loc, bias, stride, padding, dilation, groups)
+    var = conv_nd(x.square(), q.variance, None, stride, padding, dilation, groups)
     return mean + (var + _VAR_EPS).sqrt() * torch.randn_like(mean)
+
+
+def conv2d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    stride: Any = 1,
+    padding: Any = 0,
+    dilation: Any = 1,
+    groups: int = 1,
+) -> torch.Tensor:
+    """:func:`conv` for a ``Conv2d`` layer (a 4-D weight)."""
+    return conv(x, weight, bias, stride, padding, dilation, groups, dims=2)

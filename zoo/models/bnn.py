@@ -1,7 +1,7 @@
 """Bayesian neural networks: any network, a weight prior, a guide, and pruning by log alpha.
 
-The generative process, for a network ``f`` whose ``Linear``/``Conv2d`` weights ``W`` carry the
-prior of :mod:`zoo.priors` and whose biases are point estimates::
+The generative process, for a network ``f`` whose ``Linear``/``ConvNd`` weights ``W`` carry the
+prior of :mod:`zoo.priors` and whose biases (and other layers) are point estimates::
 
     W ~ p(W)                                  Normal(0, s^2) or log-uniform, per weight
     y_i | x_i, W ~ Categorical(softmax f(x_i; W))        classification
@@ -45,12 +45,14 @@ from zoo.likelihoods import ClassLikelihood, Likelihood, make_likelihood
 from zoo.models.plots import LazyPlot
 from zoo.models.weights import mean_net_outputs, pointwise_log_likelihood, predict, weight_guide
 from zoo.plates import check_input, data_plate
-from zoo.priors import LogUniform, Normal, Prior
+from zoo.priors import LogUniform, Normal, Prior, deterministic_layers, layer_type, weight_sites
 from zoo.spec import Hooks, ModelSpec, ZooModel
 
 __all__ = [
     "ARCHS",
+    "BAYESIAN_TOTAL",
     "BNN",
+    "DETERMINISTIC_TOTAL",
     "GUIDES",
     "HOOKS",
     "BNNConfig",
@@ -289,7 +291,8 @@ def metrics(zm: ZooModel, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
 
     ``acc``/``nll``: the deterministic net of pruned posterior means (for MC dropout the
     weight-scaling rule).  ``mc_acc``/``mc_nll``: the predictive averaged over
-    ``config.eval_samples`` posterior draws.  ``sparsity``: the pruned fraction of all weights;
+    ``config.eval_samples`` posterior draws.  ``sparsity``: the pruned fraction of the Bayesian
+    weights (deterministic layers are not counted, see :func:`layer_report`);
     ``compression``: ``|W| / |W != 0|``.
     """
     out: dict[str, float] = {}
@@ -315,45 +318,78 @@ def metrics(zm: ZooModel, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
     return out
 
 
+#: The label of the report's last row: the Bayesian weights' totals, the ones compression counts.
+BAYESIAN_TOTAL = "total (Bayesian weights)"
+#: The label of the row that sums the parameters of the layers left deterministic.
+DETERMINISTIC_TOTAL = "total (deterministic, not counted)"
+
+
+def _row(
+    layer: str, kind: str, type_: str, shape: str, weights: int, kept: int, rate: float = math.nan
+) -> dict:
+    # Sparsity and compression for Bayesian rows; NaN (not pruned) for deterministic ones.
+    pruned = kind != "deterministic"
+    return {
+        "layer": layer,
+        "kind": kind,
+        "type": type_,
+        "shape": shape,
+        "weights": weights,
+        "kept": kept,
+        "sparsity_%": 100.0 * (1 - kept / weights) if pruned else math.nan,
+        "compression": (weights / kept if kept else math.inf) if pruned else math.nan,
+        "dropout_rate": rate,
+    }
+
+
+def _deterministic_rows(zm: ZooModel) -> list[dict]:
+    """One row per layer of ``zm``'s network left deterministic, and their sum."""
+    inside = {id(m) for m in zm.model.net.modules()}  # not the model's own (a regressor's noise)
+    rows = []
+    for name, module in deterministic_layers(zm.model):
+        if id(module) in inside:
+            count = sum(p.numel() for p in module.parameters(recurse=False))
+            rows.append(_row(name, "deterministic", layer_type(module), "", count, count))
+    if rows:
+        count = sum(r["weights"] for r in rows)
+        rows.append(_row(DETERMINISTIC_TOTAL, "deterministic", "", "", count, count))
+    return rows
+
+
 @torch.no_grad()
 def layer_report(zm: ZooModel, threshold: float | None = None) -> pd.DataFrame:
     """Per layer: weights, kept weights, sparsity %, compression ``|W|/|W≠0|``, dropout rate.
 
+    One row per Bayesian weight (``kind`` ``linear``, ``conv1d``, ``conv2d`` or ``conv3d``),
+    then one per layer the prior left deterministic (``kind`` ``deterministic``, see
+    :func:`zoo.priors.deterministic_layers`: its parameter count, none pruned, no sparsity or
+    compression) and their sum, :data:`DETERMINISTIC_TOTAL`.  The last row,
+    :data:`BAYESIAN_TOTAL`, totals the Bayesian weights only: its sparsity and compression are
+    the ones :func:`metrics` reports, and they count neither the deterministic layers nor the
+    biases of the Bayesian ones (point estimates too).
+
     ``dropout_rate`` is the mean of ``p = alpha / (1 + alpha)`` over the layer's weights (for a
-    per-layer alpha, the layer's rate); empty for the mean-field guide.  The last row totals.
-    A layer with every weight pruned has infinite compression.
+    per-layer alpha, the layer's rate); empty for the mean-field guide.  A layer with every
+    weight pruned has infinite compression.
+
+    Usage::
+
+        layer_report(zm)      # a DataFrame; zoo train prints it and writes report.csv
     """
     threshold = zm.config.threshold if threshold is None else threshold
     guide = weight_guide(zm)
-    masks = guide.masks(threshold)
     rates = None if isinstance(guide, MeanFieldGaussian) else guide.dropout_rates()
+    sites = {site.name: site for site in weight_sites(zm.model)}
     rows = []
-    for site, mask in masks.items():
+    for name, mask in guide.masks(threshold).items():
+        site = sites[name]
+        shape = "x".join(map(str, mask.shape))
+        rate = math.nan if rates is None else rates[name].mean().item()
         kept = int(mask.sum())
-        rows.append(
-            {
-                "layer": site,
-                "shape": "x".join(map(str, mask.shape)),
-                "weights": mask.numel(),
-                "kept": kept,
-                "sparsity_%": 100.0 * (1 - kept / mask.numel()),
-                "compression": mask.numel() / kept if kept else math.inf,
-                "dropout_rate": float("nan") if rates is None else rates[site].mean().item(),
-            }
-        )
+        rows.append(_row(name, site.kind, layer_type(site.module), shape, mask.numel(), kept, rate))
     weights, kept = sum(r["weights"] for r in rows), sum(r["kept"] for r in rows)
-    rows.append(
-        {
-            "layer": "total",
-            "shape": "",
-            "weights": weights,
-            "kept": kept,
-            "sparsity_%": 100.0 * (1 - kept / weights),
-            "compression": weights / kept if kept else math.inf,
-            "dropout_rate": float("nan"),
-        }
-    )
-    return pd.DataFrame(rows)
+    total = _row(BAYESIAN_TOTAL, "", "", "", weights, kept)
+    return pd.DataFrame([*rows, *_deterministic_rows(zm), total])
 
 
 # --------------------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 For a Gaussian weight W ~ N(loc, scale^2) and a fixed input x, a Linear layer's output is exactly
 Gaussian with mean x @ loc.T + bias and variance (x^2) @ (scale^2).T per example and unit (a
-Conv2d's: conv2d(x, loc) + bias and conv2d(x^2, scale^2)).  The three ways of drawing outputs --
+ConvNd's, with its stride, padding, dilation and groups: conv(x, loc) + bias and
+conv(x^2, scale^2); checked for Conv1d, Conv2d and Conv3d).  The three ways of drawing outputs --
 LRT, a weight per example, one weight per minibatch -- must all have these moments.
 
 Tolerances: Monte Carlo, 5 standard errors per entry (a false alarm has probability < 1e-6 per
@@ -46,15 +47,27 @@ def _assert_moments(samples, mean, var, k=5.0):
     assert ((s2 - var).abs() <= k * se_var).all(), ((s2 - var).abs() / se_var).max()
 
 
+KINDS = ["linear", "conv1d", "conv2d", "conv3d"]
+
+
 def _layer(kind):
-    """A Bayesian layer (its weight is the site "weight"), a Gaussian guide and an input."""
+    """A Bayesian layer (its weight is the site "weight"), a Gaussian guide and an input.
+
+    The Conv1d and Conv3d layers have groups, stride, padding and dilation all non-trivial.
+    """
     gen = torch.Generator().manual_seed(0)
     if kind == "linear":
         layer = nn.Linear(5, 3)
         x = torch.randn(4, 5, generator=gen)
-    else:
+    elif kind == "conv1d":
+        layer = nn.Conv1d(4, 6, 3, stride=2, padding=2, dilation=2, groups=2)
+        x = torch.randn(1, 4, 9, generator=gen)  # 6 channels x 5 positions out
+    elif kind == "conv2d":
         layer = nn.Conv2d(2, 3, 3, padding=1)
         x = torch.randn(1, 2, 5, 5, generator=gen)
+    else:
+        layer = nn.Conv3d(4, 6, 2, stride=(1, 2, 2), padding=1, dilation=(1, 2, 2), groups=2)
+        x = torch.randn(1, 4, 3, 5, 5, generator=gen)  # 6 channels x 4 x 3 x 3 out
     shape = layer.weight.shape
     with torch.no_grad():
         layer.bias.copy_(torch.randn(layer.bias.shape, generator=gen))
@@ -64,11 +77,16 @@ def _layer(kind):
     return layer, loc, scale, x
 
 
+def _conv(layer, x, weight, bias=None):
+    """The plain convolution of ``layer`` (its stride, padding, dilation, groups)."""
+    conv = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[len(layer.kernel_size)]
+    return conv(x, weight, bias, layer.stride, layer.padding, layer.dilation, layer.groups)
+
+
 def _closed_form(layer, loc, scale, x):
     if isinstance(layer, nn.Linear):
         return F.linear(x, loc, layer.bias), F.linear(x.square(), scale.square())
-    mean = F.conv2d(x, loc, layer.bias, padding=1)
-    return mean, F.conv2d(x.square(), scale.square(), padding=1)
+    return _conv(layer, x, loc, layer.bias), _conv(layer, x.square(), scale.square())
 
 
 def _gaussian_guide(loc, scale):
@@ -86,7 +104,7 @@ def _repeated(x, reps):
     return x.repeat(reps, *([1] * (x.dim() - 1)))
 
 
-@pytest.mark.parametrize("kind", ["linear", "conv2d"])
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("mode", ["lrt", "per_example"])
 def test_handler_outputs_have_the_moments_of_sampled_weights(kind, mode):
     """LRT and per-example draws: exact Gaussian moments, independent across examples."""
@@ -94,7 +112,7 @@ def test_handler_outputs_have_the_moments_of_sampled_weights(kind, mode):
     mean, var = _closed_form(layer, loc, scale, x)
     guide = _gaussian_guide(loc, scale)
     handler = LocalReparameterization(mode)
-    reps = REPS if kind == "linear" else REPS // 5  # conv: 75 outputs per example
+    reps = REPS if kind == "linear" else REPS // 5  # conv: 30 to 216 outputs per example
     with torch.no_grad():
         out = _run(handler, layer, guide, _repeated(x, reps))
     out = out.reshape(reps, *mean.shape)
@@ -104,7 +122,7 @@ def test_handler_outputs_have_the_moments_of_sampled_weights(kind, mode):
     assert (out[0] != out[1]).all()
 
 
-@pytest.mark.parametrize("kind", ["linear", "conv2d"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_shared_weight_outputs_have_the_same_moments(kind):
     """Without a handler one weight serves the whole batch; over draws the moments agree."""
     layer, loc, scale, x = _layer(kind)
@@ -122,7 +140,7 @@ def test_shared_weight_outputs_have_the_same_moments(kind):
     _assert_moments(torch.stack(draws), mean, var)
 
 
-@pytest.mark.parametrize("kind", ["linear", "conv2d"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_no_noise_on_the_bias(kind):
     """The bias is deterministic: it shifts the output and leaves the noise unchanged."""
     layer, loc, _, x = _layer(kind)
@@ -153,15 +171,18 @@ def test_no_noise_on_the_bias(kind):
     torch.testing.assert_close(after - before, shift, rtol=0, atol=1e-4)
 
 
-@pytest.mark.parametrize("kind", ["linear", "conv2d"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_dropout_posterior_draws_per_example_input_masks(kind):
-    """DropoutWeight under LRT: a mask per example and input unit, the closed-form moments."""
+    """DropoutWeight under LRT: a mask per example and input unit, the closed-form moments;
+    without a handler, one weight draw per batch (masks per group and unit) has the same."""
     p = 0.3
     layer, loc, _, x = _layer(kind)
-    guide = lambda: pyro.sample("weight", DropoutWeight(loc, p).to_event(loc.dim()))  # noqa: E731
+    q = DropoutWeight(loc, p, groups=getattr(layer, "groups", 1))
+    guide = lambda: pyro.sample("weight", q.to_event(loc.dim()))  # noqa: E731
     reps = REPS if kind == "linear" else REPS // 5
     with torch.no_grad():
         out = _run(LocalReparameterization(), layer, guide, _repeated(x, reps))
+        shared = torch.stack([_run(None, layer, guide, x)[0] for _ in range(DRAWS)])
     mean, _ = _closed_form(layer, loc, loc, x)
     if kind == "linear":
         # out_o = sum_i x_i loc_oi z_i / (1 - p) + b, independent z_i: the variance of the
@@ -169,13 +190,14 @@ def test_dropout_posterior_draws_per_example_input_masks(kind):
         var = F.linear(x.square(), loc.square()) * p / (1 - p)
     else:
         # a channel's mask is shared by all kernel taps: the channel's whole contribution
-        # a_c = conv2d(x_c, loc_c) is dropped at once, Var = p / (1 - p) * sum_c a_c^2
-        per_channel = [
-            F.conv2d(x[:, c : c + 1], loc[:, c : c + 1], padding=1) for c in range(x.shape[1])
-        ]
+        # a_c = conv(x_c, loc) (x zero but in channel c) is dropped at once, independently of
+        # the other channels (in every group), so Var = p / (1 - p) * sum_c a_c^2
+        eye = torch.eye(x.shape[1]).reshape(x.shape[1], 1, x.shape[1], *([1] * (x.dim() - 2)))
+        per_channel = [_conv(layer, x * eye[c], loc) for c in range(x.shape[1])]
         var = sum(a.square() for a in per_channel) * p / (1 - p)
     out = out.reshape(reps, *mean.shape)
     _assert_moments(out, mean, var)
+    _assert_moments(shared, mean[0], var[0])
     # per example: copies of one input see different masks (with 5000 copies, the chance that
     # all agree is nil), so the outputs differ across copies
     assert (out[:, 0] != out[0, 0]).any()

@@ -104,7 +104,7 @@ def test_pruning_masks_mean_weights_and_layer_report():
 
     report = layer_report(zm)
     counts = [(m.numel(), int(m.sum())) for m in kept.values()]
-    assert list(report["layer"]) == ["net.1.weight", "net.3.weight", "total"]
+    assert list(report["layer"]) == ["net.1.weight", "net.3.weight", "total (Bayesian weights)"]
     total, total_kept = sum(c[0] for c in counts), sum(c[1] for c in counts)
     for (_, row), (size, k) in zip(report.iterrows(), [*counts, (total, total_kept)], strict=True):
         assert (row["weights"], row["kept"]) == (size, k)

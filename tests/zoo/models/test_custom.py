@@ -122,7 +122,7 @@ def test_round_trip_fit_resume_rebuild_evaluate_export(net_ref, tmp_path):
     # rebuilt from the reference the checkpoint records, with nothing passed again
     rebuilt, ckpt = from_checkpoint(str(tmp_path / "b"))
     assert ckpt["model"]["config"]["net"] == net_ref
-    assert ckpt["model"]["config"]["layers"] == ["1", "3"]
+    assert tuple(ckpt["model"]["config"]["layers"]) == ("1", "3")
     for p, q in zip(unbroken.parameters(), rebuilt.parameters(), strict=True):
         assert torch.equal(p, q)
     pyro.set_rng_seed(1)

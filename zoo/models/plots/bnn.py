@@ -42,7 +42,12 @@ def plot(zm: ZooModel, data: Dataset, out_dir: str | Path) -> list[Path]:
         axes[1].set_title("kept weights per input")
         fig.colorbar(shown, ax=axes[1])
     else:
-        kernels = mask.float().mean(1).numpy()  # (out, kh, kw): fraction of channels kept
+        kernels = mask.float().mean(1)  # (out, *kernel): fraction of channels kept
+        if kernels.dim() == 2:  # Conv1d: each kernel as one row
+            kernels = kernels[:, None, :]
+        elif kernels.dim() == 4:  # Conv3d: averaged over the kernel's depth
+            kernels = kernels.mean(1)
+        kernels = kernels.numpy()
         cols = min(10, kernels.shape[0])
         rows = math.ceil(kernels.shape[0] / cols)
         fig, axes = plt.subplots(rows, cols, figsize=(1.2 * cols, 1.3 * rows + 0.6), squeeze=False)
