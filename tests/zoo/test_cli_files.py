@@ -45,6 +45,8 @@ def test_train_then_evaluate_a_csv_and_refuse_it_once_changed(tmp_path, capsys):
     assert source["kwargs"]["target"] == "label" and source["kwargs"]["split_seed"] == 1
     assert ckpt["model"]["info"]["num_classes"] == 2
 
+    # resuming a finished run on the same file is a no-op
+    assert main([*args, "--split-seed", "1", *QUICK, "--out", str(out), "--resume"]) == 0
     # evaluate finds the file through the checkpoint and gets the same metrics
     eval_out = tmp_path / "eval"
     assert main(["evaluate", str(out), "--no-plots", "--out", str(eval_out)]) == 0
@@ -62,6 +64,9 @@ def test_train_then_evaluate_a_csv_and_refuse_it_once_changed(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"{csv.resolve()} has changed" in err and source["kwargs"]["fingerprint"] in err
     assert "fingerprint is now" in err
+    # nor does a run resume on the changed file
+    assert main([*args, "--split-seed", "1", *QUICK, "--out", str(out), "--resume"]) == 2
+    assert "cannot resume" in (err := capsys.readouterr().err) and "training data" in err
     # the user may still evaluate on the new content by naming it
     assert main(["evaluate", str(out), "--data", str(csv), "--target", "label", "--no-plots"]) == 0
     csv.unlink()
