@@ -338,6 +338,13 @@ def test_data_dir_is_refused_where_it_does_not_apply(tmp_path: pathlib.Path) -> 
             data.load(name, data_dir=tmp_path, **kwargs)
 
 
+def test_uses_data_dir() -> None:
+    assert data.uses_data_dir("mnist") and data.uses_data_dir("Fashion_MNIST")
+    assert data.uses_data_dir("cluttered-tiles", source="fashion-mnist")
+    assert not data.uses_data_dir("cluttered-tiles") and not data.uses_data_dir("digits")
+    assert not data.uses_data_dir("my.csv")
+
+
 def test_file_options_are_refused_for_catalog_names() -> None:
     with pytest.raises(ValueError, match=r"target= \(--target\) does not apply.*'digits'"):
         data.load("digits", target="y")

@@ -41,7 +41,7 @@ Usage::
     data.dataset_info("fashion-mnist").input_shape   # (1, 28, 28), reads no files
 """
 
-from zoo.data.catalog import DEFAULT_DATASET, dataset_info, list_datasets, load
+from zoo.data.catalog import DEFAULT_DATASET, dataset_info, list_datasets, load, uses_data_dir
 from zoo.data.files import DEBIAN_FASHION_MNIST_DIR, ZOO_DATA_ENV, find_idx_files
 from zoo.data.idx import IDXFormatError, read_idx, write_idx
 from zoo.data.tabular import load_file
@@ -69,6 +69,7 @@ __all__ = [
     "load_file",
     "read_idx",
     "regression_vector",
+    "uses_data_dir",
     "validate_tensors",
     "write_idx",
 ]

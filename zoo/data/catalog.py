@@ -41,6 +41,7 @@ __all__ = [
     "dataset_info",
     "list_datasets",
     "load",
+    "uses_data_dir",
 ]
 
 #: Name of the dataset used when none is given.
@@ -178,6 +179,23 @@ def _resolve_kwargs(key: str, entry: CatalogEntry, kwargs: dict[str, Any]) -> di
         param: _coerce(key, param, kwargs.get(param, default), default)
         for param, default in entry.defaults.items()
     }
+
+
+def uses_data_dir(name: str, **kwargs: Any) -> bool:
+    """Whether :func:`load` takes ``data_dir`` for the dataset ``name`` with options ``kwargs``
+    (it refuses it elsewhere): the IDX sets and the cluttered tiles cut from them.
+
+    Usage::
+
+        uses_data_dir("mnist"), uses_data_dir("digits")      # True, False
+        uses_data_dir("cluttered-tiles", source="mnist")     # True
+    """
+    if tabular.is_file_name(name):
+        return False
+    key, entry = _lookup(name)
+    for arg in LOAD_ARGS:
+        kwargs.pop(arg, None)
+    return entry.reads_files(_resolve_kwargs(key, entry, kwargs))
 
 
 def list_datasets() -> list[str]:
