@@ -38,7 +38,12 @@ def test_train_then_evaluate_a_csv_and_refuse_it_once_changed(tmp_path, capsys):
     out = tmp_path / "run"
     args = ["train", "logreg", "--data", str(csv), "--target", "label", "--test-fraction", "0.25"]
     assert main([*args, "--split-seed", "1", *QUICK, "--out", str(out)]) == 0
-    assert "on mine.csv: 45 train / 15 test examples" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "on mine.csv: 45 train / 15 test examples" in printed
+    assert (
+        "classification, classes 0..1 are the target values [2, 7], test split 0.25 (seed 1)"
+        in printed
+    )
     ckpt = load_checkpoint(out)
     source = ckpt["data"]
     assert source["name"] == str(csv.resolve())

@@ -79,6 +79,24 @@ def checkpoint_data(
         ) from None
 
 
+def describe_file_data(dataset: zdata.Dataset) -> str | None:
+    """One line on data read from a file: its path, the task (inferred or given), the classes
+    when renumbered and the content's fingerprint; ``None`` for other data."""
+    name = dataset.source.get("name", "")
+    if not zdata.tabular.is_file_name(name):
+        return None
+    kwargs = dataset.source["kwargs"]
+    line = f"{name}: {dataset.info.task}"
+    values = dataset.extras.get("class_values")
+    if values is not None and values != list(range(len(values))):
+        line += ", classes 0.." + f"{len(values) - 1} are the target values {values}"
+    elif values is not None:
+        line += f", {len(values)} classes"
+    if "split_seed" in kwargs:
+        line += f", test split {kwargs['test_fraction']:g} (seed {kwargs['split_seed']})"
+    return line + f", fingerprint {kwargs['fingerprint']}"
+
+
 def print_metrics(metrics: dict[str, dict[str, float]]) -> None:
     """Print ``{split: {metric: value}}`` as one row per split, four decimals."""
     frame = pd.DataFrame(metrics).T
@@ -185,6 +203,8 @@ def train_job(
             f"training {name} (guide {guide}, elbo {resolve_elbo(zm, train_cfg)}) on "
             f"{dataset.name}: {dataset.num_train} train / {dataset.num_test} test examples"
         )
+        if (line := describe_file_data(dataset)) is not None:
+            print(line)
     try:
         result = fit(zm, dataset, config=train_cfg)
     finally:
