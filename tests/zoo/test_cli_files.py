@@ -168,3 +168,14 @@ def test_help_describes_the_file_flags(capsys):
     ):
         assert flag in text
     assert "or a .csv/.npz file" in text
+
+
+def test_every_model_takes_the_file_flags(capsys):
+    """No config field of any registered model clashes with the data flags."""
+    from zoo.registry import list_models
+
+    for name in list_models():
+        with pytest.raises(SystemExit) as exit_:
+            main(["train", name, "--help"])
+        assert exit_.value.code == 0, name
+        assert "--split-seed" in capsys.readouterr().out, name

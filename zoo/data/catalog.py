@@ -56,10 +56,6 @@ LOAD_ARGS = ("data_dir", "device")
 class CatalogEntry:
     """One dataset of the catalog: how to load it and how to describe it without loading.
 
-    :param reads_files: whether, with the given options, the loader reads files (only then does
-        :func:`load` accept ``data_dir``).
-    :param shape_from_data: whether :func:`load` takes the input shape from the data read.
-
     :param loader: takes keyword-only ``data_dir`` and ``device`` plus its own keyword-only
         parameters, each with a default, and returns :data:`~zoo.data.types.Parts`.
     :param info_fn: takes those same parameters (all resolved) and returns the
@@ -67,6 +63,9 @@ class CatalogEntry:
         calls it without loading anything.
     :param defaults: the loader's own parameters and their defaults (read off its signature by
         :meth:`of`).
+    :param reads_files: whether, with the given options, the loader reads files (only then does
+        :func:`load` accept ``data_dir``).
+    :param shape_from_data: whether :func:`load` takes the input shape from the data read.
     """
 
     loader: Callable[..., Parts]
