@@ -16,7 +16,7 @@ import pandas as pd
 import pyro
 import torch
 
-from zoo.data import Dataset, load
+from zoo.data import Dataset, load, uses_data_dir
 from zoo.train import describe_machine
 from zoo.util import markdown_table
 
@@ -70,7 +70,8 @@ def load_data(
 
     The cut is recorded in ``Dataset.source`` so that a checkpoint says what it was trained on.
     """
-    data = load(name, data_dir=data_dir, device=device)
+    # --data-dir names the IDX files; the other sets take none (load refuses it there)
+    data = load(name, data_dir=data_dir if uses_data_dir(name) else None, device=device)
     if train_subset is None:
         return data
     return dataclasses.replace(

@@ -161,6 +161,17 @@ def test_bayesian_pca_example_prints_what_it_claims():
     assert namespace["zm"].model.sigma.item() == pytest.approx(0.5, rel=0.1)
 
 
+def test_file_example_prints_what_it_claims():
+    """The data page's example: a CSV file with labels -1 and 1, split 40/10, reloaded."""
+    namespace, printed = run(block_defining("again"))
+    ds = namespace["ds"]
+    assert (ds.num_train, ds.num_test) == (40, 10)
+    first, second = printed.splitlines()[:2]
+    assert "num_train=40, num_test=10" in first and "num_classes=2" in first
+    assert second == "[-1, 1]"
+    assert ds.source["name"] == str(namespace["folder"] / "mine.csv")
+
+
 def test_uncertainty_example_scores_in_distribution_and_shifted_inputs():
     namespace, printed = run(block_defining("draws"))
     assert namespace["draws"].shape == (20, 360, 10)

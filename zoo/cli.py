@@ -11,6 +11,8 @@ Usage::
     zoo train ppca --latent-dim 5 --num-epochs 50 --out runs/ppca
     zoo train ppca --out runs/ppca --resume        # continue an interrupted run
     zoo evaluate runs/ppca/checkpoint.pt
+    zoo train logreg --data my.csv --target label --test-fraction 0.25 --out runs/mine
+    zoo evaluate runs/mine          # reloads my.csv, refuses it if its content has changed
     zoo compare                                    # the main job: BNNs and NUTS on digits
     zoo demo                                       # the PPCA family on digits, one table
 """
@@ -85,19 +87,67 @@ def _add_dataclass_flags(
     return names
 
 
-def _data_flags(parser: argparse.ArgumentParser, default_data: str | None) -> None:
+def _data_flags(
+    parser: argparse.ArgumentParser, default_data: str | None, files: bool = True
+) -> None:
+    """``--data`` and ``--data-dir``; with ``files``, ``--data`` also takes a .csv or .npz file
+    and the file flags ``--target``, ``--test-fraction``, ``--split-seed`` and ``--task``
+    come along (each refused where it does not apply: see :mod:`zoo.data.tabular`)."""
     group = parser.add_argument_group("data")
+    names = ", ".join(zdata.list_datasets())
     group.add_argument(
         "--data",
         default=default_data,
-        choices=zdata.list_datasets(),
-        help="dataset (default: %(default)s)",
+        choices=None if files else zdata.list_datasets(),
+        metavar="NAME|FILE" if files else None,
+        help=f"a dataset ({names})"
+        + (" or a .csv/.npz file" if files else "")
+        + " (default: %(default)s)",
     )
     group.add_argument(
         "--data-dir",
         default=None,
-        help="folder holding IDX files (else $ZOO_DATA and the usual places)",
+        help="folder holding the IDX files of fashion-mnist or mnist (else $ZOO_DATA and the "
+        "usual places); an error with any other data",
     )
+    if not files:
+        return
+    group.add_argument(
+        "--target",
+        default=None,
+        metavar="COLUMN",
+        help="the target column of a .csv file (required there; an error otherwise)",
+    )
+    group.add_argument(
+        "--test-fraction",
+        type=float,
+        default=None,
+        help="share of a file's rows held out for testing (default 0.2), or the test share of "
+        "a dataset that takes one; an error for an .npz file holding x_test",
+    )
+    group.add_argument(
+        "--split-seed",
+        type=int,
+        default=None,
+        help="seed of a file's train/test split (default 0); an error for an .npz file holding "
+        "x_test and for named datasets",
+    )
+    group.add_argument(
+        "--task",
+        default=None,
+        choices=["classification", "regression"],
+        help="a file's task (default: classification when the targets are whole numbers with "
+        f"at most {zdata.tabular.MAX_INFERRED_CLASSES} distinct values, else regression)",
+    )
+
+
+def _data_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The file flags given on the command line, by their option name."""
+    return {
+        k: getattr(args, k)
+        for k in ("target", "test_fraction", "split_seed", "task")
+        if getattr(args, k, None) is not None
+    }
 
 
 def _train_parser(name: str) -> tuple[argparse.ArgumentParser, list[str], list[str]]:
@@ -147,7 +197,14 @@ def _cmd_train(argv: list[str]) -> int:
         **{k: values[k] for k in train_fields}, out_dir=args.out, resume=args.resume
     )
     return jobs.train_job(
-        name, args.guide, args.data, args.data_dir, model_cfg, train_cfg, plots=not args.no_plots
+        name,
+        args.guide,
+        args.data,
+        args.data_dir,
+        model_cfg,
+        train_cfg,
+        plots=not args.no_plots,
+        data_options=_data_options(args),
     )
 
 
@@ -171,6 +228,7 @@ def _train_name_parser(sub: Any) -> None:
 def _evaluate_parser(sub: Any) -> None:
     p = sub.add_parser("evaluate", help="metrics and plots of a checkpoint")
     p.add_argument("checkpoint", help="a checkpoint.pt (or the folder holding it)")
+    # without --data: the checkpoint's own data, a file checked against its recorded fingerprint
     _data_flags(p, None)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--out", default=None, help="output folder (default: the checkpoint's)")
@@ -241,7 +299,7 @@ def _compare_parser(sub: Any) -> None:
 
 def _demo_parser(sub: Any) -> None:
     p = sub.add_parser("demo", help="train the PPCA family on built-in data and print a table")
-    _data_flags(p, "digits")
+    _data_flags(p, "digits", files=False)
     p.add_argument(
         "--num-epochs", type=int, default=None, help="epochs per model (default: each model's own)"
     )
@@ -273,7 +331,13 @@ def _dispatch(args: argparse.Namespace) -> int:
         return jobs.list_job(args.family)
     if args.command == "evaluate":
         return jobs.evaluate_job(
-            args.checkpoint, args.data, args.data_dir, args.device, args.out, not args.no_plots
+            args.checkpoint,
+            args.data,
+            args.data_dir,
+            args.device,
+            args.out,
+            not args.no_plots,
+            data_options=_data_options(args),
         )
     if args.command == "export":
         return jobs.export_job(args.checkpoint, args.out, args.force)
@@ -282,6 +346,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             models=args.models,
             data=args.data,
             data_dir=args.data_dir,
+            data_options=_data_options(args),
             num_samples=args.num_samples,
             num_epochs=args.num_epochs,
             device=args.device,

@@ -277,10 +277,82 @@ def test_label_out_of_range(tmp_path: pathlib.Path) -> None:
 
 def test_images_wrong_ndim(tmp_path: pathlib.Path) -> None:
     arrays = make_arrays()
-    arrays["train_images"] = arrays["train_images"].reshape(NUM_TRAIN, 28 * 28)
+    arrays["train_images"] = arrays["train_images"].reshape(NUM_TRAIN, 1, 28, 28)
     write_set(tmp_path, arrays)
-    with pytest.raises(IDXFormatError, match="expected 3-D images"):
+    with pytest.raises(IDXFormatError, match=r"train-images.*expected images \(N, H, W\)"):
         data.load("fashion-mnist", data_dir=tmp_path)
+
+
+def test_train_and_test_images_of_different_sizes(tmp_path: pathlib.Path) -> None:
+    arrays = make_arrays()
+    arrays["test_images"] = arrays["test_images"][:, :20, :]
+    write_set(tmp_path, arrays)
+    with pytest.raises(IDXFormatError, match=r"\(1, 28, 28\) but .*t10k-images.* \(1, 20, 28\)"):
+        data.load("fashion-mnist", data_dir=tmp_path)
+
+
+def test_idx_images_of_another_size_load(tmp_path: pathlib.Path) -> None:
+    # 3 training and 2 test images of 10x12: the shape is taken from the files.
+    rng = np.random.default_rng(1)
+    arrays = {
+        "train_images": rng.integers(0, 256, size=(3, 10, 12), dtype=np.uint8),
+        "train_labels": np.array([0, 9, 4], dtype=np.uint8),
+        "test_images": rng.integers(0, 256, size=(2, 10, 12), dtype=np.uint8),
+        "test_labels": np.array([1, 2], dtype=np.uint8),
+    }
+    write_set(tmp_path, arrays)
+    ds = data.load("mnist", data_dir=tmp_path)
+    assert ds.x_train.shape == (3, 1, 10, 12) and ds.x_test.shape == (2, 1, 10, 12)
+    assert ds.info.input_shape == (1, 10, 12) and ds.info.image_shape == (10, 12)
+    expected = torch.from_numpy(arrays["train_images"].astype(np.float32) / np.float32(255))
+    assert torch.equal(ds.x_train[:, 0], expected)
+    assert ds.y_train.tolist() == [0, 9, 4]
+    # dataset_info, which reads no files, still describes the usual files
+    assert data.dataset_info("mnist").input_shape == (1, 28, 28)
+
+
+def test_idx_vectors_load_as_vectors(tmp_path: pathlib.Path) -> None:
+    # Not images: (N, D) float32 arrays are read as (N, D) inputs, values kept as they are.
+    arrays = make_arrays()
+    vectors = np.random.default_rng(2).standard_normal((NUM_TRAIN, 5)).astype(np.float32)
+    arrays["train_images"] = vectors
+    arrays["test_images"] = vectors[:NUM_TEST]
+    write_set(tmp_path, arrays)
+    ds = data.load("fashion-mnist", data_dir=tmp_path)
+    assert ds.info.input_shape == (5,) and ds.info.image_shape is None
+    assert torch.equal(ds.x_train, torch.from_numpy(vectors))
+
+
+def test_tiles_refuse_idx_images_of_another_size(tmp_path: pathlib.Path) -> None:
+    arrays = make_arrays()
+    arrays["train_images"] = arrays["train_images"][:, :20, :20]
+    arrays["test_images"] = arrays["test_images"][:, :20, :20]
+    write_set(tmp_path, arrays)
+    with pytest.raises(ValueError, match=r"need 28x28 images.*\(1, 20, 20\)"):
+        data.load("cluttered-tiles", source="mnist", data_dir=tmp_path)
+
+
+def test_data_dir_is_refused_where_it_does_not_apply(tmp_path: pathlib.Path) -> None:
+    for name, kwargs in (("digits", {}), ("ppca-synthetic", {}), ("cluttered-tiles", {})):
+        with pytest.raises(ValueError, match=f"data_dir.*does not apply to the dataset '{name}'"):
+            data.load(name, data_dir=tmp_path, **kwargs)
+
+
+def test_uses_data_dir() -> None:
+    assert data.uses_data_dir("mnist") and data.uses_data_dir("Fashion_MNIST")
+    assert data.uses_data_dir("cluttered-tiles", source="fashion-mnist")
+    assert not data.uses_data_dir("cluttered-tiles") and not data.uses_data_dir("digits")
+    assert not data.uses_data_dir("my.csv")
+
+
+def test_file_options_are_refused_for_catalog_names() -> None:
+    with pytest.raises(ValueError, match=r"target= \(--target\) does not apply.*'digits'"):
+        data.load("digits", target="y")
+    with pytest.raises(ValueError, match=r"split_seed= \(--split-seed\) does not apply"):
+        data.load("regression-synthetic", split_seed=1)
+    with pytest.raises(ValueError, match=r"test_fraction= \(--test-fraction\).*'mnist'"):
+        data.load("mnist", test_fraction=0.5)
+    assert data.load("digits", test_fraction=0.5).num_test == 899  # digits takes it
 
 
 REAL_FASHION_MNIST = pathlib.Path("/usr/share/datasets/fashion-mnist")
@@ -533,6 +605,27 @@ def test_from_tensors_regression_and_unsupervised() -> None:
     assert unsup.y_test is None
     assert unsup.name == "mine"
     assert unsup.x_test.shape == (0, 5)
+
+
+def test_from_tensors_flattens_a_regression_column() -> None:
+    x = torch.randn(6, 2)
+    y = torch.linspace(0, 1, 6)
+    ds = data.from_tensors(x, y.unsqueeze(1), x_test=x[:2], y_test=y[:2].unsqueeze(1))
+    assert ds.info.task == "regression"
+    assert ds.y_train.shape == (6,) and torch.equal(ds.y_train, y)
+    assert ds.y_test.shape == (2,) and torch.equal(ds.y_test, y[:2])
+    # numpy columns too, and the empty default test split is (0,)
+    ds = data.from_tensors(x.numpy(), y.numpy()[:, None])
+    assert ds.y_train.shape == (6,) and ds.y_test.shape == (0,)
+    with pytest.raises(ValueError, match=r"y holds regression targets .* got \(6, 2\)"):
+        data.from_tensors(x, torch.randn(6, 2))
+    with pytest.raises(ValueError, match=r"y holds regression .* got \(6, 1, 1\)"):
+        data.from_tensors(x, torch.randn(6, 1, 1))
+    with pytest.raises(ValueError, match=r"y_test holds regression .* got \(2, 3\)"):
+        data.from_tensors(x, y, x_test=x[:2], y_test=torch.randn(2, 3))
+    # validate_tensors, which checks what reaches a model, takes (N,) only
+    with pytest.raises(ValueError, match=r"y_train holds regression targets and must be 1-D"):
+        data.validate_tensors(x, y.unsqueeze(1), where="x_train")
 
 
 def test_from_tensors_accepts_awkward_numpy_arrays() -> None:

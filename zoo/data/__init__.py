@@ -14,14 +14,17 @@ Built-in datasets (see :func:`list_datasets`):
   object and the others clutter, generated from a seed; the object's tile is kept in
   :attr:`Dataset.extras` for evaluation only (the task of :mod:`zoo.models.attention`).
 
-User data goes through :func:`from_tensors`.
+User data goes through :func:`from_tensors`, or, from files, :func:`load` given the path of a
+``.csv`` or ``.npz`` file (:func:`load_file`; its rules on splits, tasks, labels and fingerprints
+are in :mod:`zoo.data.tabular`).
 
 The package, top to bottom (a module imports only from those below it):
 
 * :mod:`zoo.data.catalog` -- the table of datasets, :func:`list_datasets`, :func:`dataset_info`,
   :func:`load`.
 * :mod:`zoo.data.tiles` -- the cluttered tiles (:func:`compose_tiles`).
-* :mod:`zoo.data.loaders` (digits, Fashion-MNIST, MNIST) and :mod:`zoo.data.synthetic`.
+* :mod:`zoo.data.loaders` (digits, Fashion-MNIST, MNIST), :mod:`zoo.data.synthetic` and
+  :mod:`zoo.data.tabular` (a user's CSV and NPZ files).
 * :mod:`zoo.data.files` (where the IDX files are found), :mod:`zoo.data.idx` (the IDX format)
   and :mod:`zoo.data.validate` (:func:`validate_tensors`, :func:`from_tensors`).
 * :mod:`zoo.data.types` -- :class:`DataInfo`, :class:`Dataset`, :func:`fingerprint`.
@@ -38,12 +41,13 @@ Usage::
     data.dataset_info("fashion-mnist").input_shape   # (1, 28, 28), reads no files
 """
 
-from zoo.data.catalog import DEFAULT_DATASET, dataset_info, list_datasets, load
+from zoo.data.catalog import DEFAULT_DATASET, dataset_info, list_datasets, load, uses_data_dir
 from zoo.data.files import DEBIAN_FASHION_MNIST_DIR, ZOO_DATA_ENV, find_idx_files
 from zoo.data.idx import IDXFormatError, read_idx, write_idx
+from zoo.data.tabular import load_file
 from zoo.data.tiles import TILE_SOURCES, compose_tiles
 from zoo.data.types import TASKS, DataInfo, Dataset, fingerprint
-from zoo.data.validate import as_dataset, from_tensors, validate_tensors
+from zoo.data.validate import as_dataset, from_tensors, regression_vector, validate_tensors
 
 __all__ = [
     "DEBIAN_FASHION_MNIST_DIR",
@@ -62,7 +66,10 @@ __all__ = [
     "from_tensors",
     "list_datasets",
     "load",
+    "load_file",
     "read_idx",
+    "regression_vector",
+    "uses_data_dir",
     "validate_tensors",
     "write_idx",
 ]

@@ -111,8 +111,26 @@ _FASHION_MNIST_NAMES = [
 
 
 def mnist_info() -> DataInfo:
-    """Fashion-MNIST and MNIST: one 28x28 channel, ten classes."""
+    """Fashion-MNIST and MNIST: one 28x28 channel, ten classes (the usual files; :func:`load`
+    takes the shape of the files it reads, see :func:`load_mnist`)."""
     return DataInfo((1, 28, 28), "classification", num_classes=10, image_shape=(28, 28))
+
+
+def _idx_inputs(images: np.ndarray, path: pathlib.Path, device: torch.device) -> torch.Tensor:
+    """IDX inputs as float32: ``(N, H, W)`` images of any size become ``(N, 1, H, W)``, an
+    ``(N, D)`` array (not images) stays ``(N, D)``; unsigned bytes are scaled to ``[0, 1]``, any
+    other type is kept as it is."""
+    if images.ndim not in (2, 3):
+        raise IDXFormatError(
+            f"{path}: expected images (N, H, W) or vectors (N, D), got shape {images.shape}"
+        )
+    # Move uint8 pixels before converting: a quarter of the bytes to transfer.
+    x = torch.from_numpy(images).to(device)
+    if images.ndim == 3:
+        x = x.unsqueeze(1)
+    if images.dtype == np.uint8:
+        return x.to(torch.float32).div_(255.0)
+    return x.to(torch.float32)
 
 
 def _read_split(
@@ -120,14 +138,6 @@ def _read_split(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     images = read_idx(images_path)
     labels = read_idx(labels_path)
-    if images.ndim != 3:
-        raise IDXFormatError(
-            f"{images_path}: expected 3-D images (N, 28, 28), got shape {images.shape}"
-        )
-    if images.shape[1:] != (28, 28):
-        raise IDXFormatError(f"{images_path}: expected 28x28 images, got shape {images.shape}")
-    if images.dtype != np.uint8:
-        raise IDXFormatError(f"{images_path}: expected unsigned byte images, got {images.dtype}")
     if labels.ndim != 1:
         raise IDXFormatError(f"{labels_path}: expected 1-D labels, got shape {labels.shape}")
     if not np.issubdtype(labels.dtype, np.integer):
@@ -142,8 +152,7 @@ def _read_split(
             f"{labels_path}: {bad.size} labels outside 0..9, first at index {bad[0]} "
             f"(value {labels[bad[0]]})"
         )
-    # Move the uint8 pixels before converting: a quarter of the bytes to transfer.
-    x = torch.from_numpy(images).to(device).unsqueeze(1).to(torch.float32).div_(255.0)
+    x = _idx_inputs(images, images_path, device)
     y = torch.from_numpy(labels.astype(np.int64)).to(device)
     return x, y
 
@@ -154,6 +163,11 @@ def _load_idx_dataset(
     files = find_idx_files(name, data_dir)
     x_train, y_train = _read_split(files["train_images"], files["train_labels"], device)
     x_test, y_test = _read_split(files["test_images"], files["test_labels"], device)
+    if x_train.shape[1:] != x_test.shape[1:]:
+        raise IDXFormatError(
+            f"{files['train_images']} holds examples of shape {tuple(x_train.shape[1:])} but "
+            f"{files['test_images']} holds {tuple(x_test.shape[1:])}"
+        )
     return x_train, y_train, x_test, y_test
 
 
@@ -161,8 +175,13 @@ def load_fashion_mnist(*, data_dir: str | os.PathLike[str] | None, device: torch
     """Fashion-MNIST's 60000 + 10000 images, read from the IDX files found by
     :func:`~zoo.data.files.find_idx_files`.
 
+    Files of the same layout but another shape are read too: ``(N, H, W)`` images of any size
+    become ``(N, 1, H, W)``, an ``(N, D)`` array ``(N, D)`` vectors; unsigned bytes are scaled
+    to ``[0, 1]``, other types kept as they are.
+
     :raises FileNotFoundError: when no folder holds the four files.
-    :raises IDXFormatError: when a file does not hold 28x28 images or labels 0..9.
+    :raises IDXFormatError: for inputs of another dimension, train and test inputs of different
+        shapes, or labels outside 0..9.
     """
     parts = _load_idx_dataset("fashion-mnist", data_dir, device)
     return (*parts, {"class_names": list(_FASHION_MNIST_NAMES)})
@@ -172,8 +191,13 @@ def load_mnist(*, data_dir: str | os.PathLike[str] | None, device: torch.device)
     """MNIST's 60000 + 10000 images, read from the IDX files found by
     :func:`~zoo.data.files.find_idx_files`.
 
+    Files of the same layout but another shape are read too: ``(N, H, W)`` images of any size
+    become ``(N, 1, H, W)``, an ``(N, D)`` array ``(N, D)`` vectors; unsigned bytes are scaled
+    to ``[0, 1]``, other types kept as they are.
+
     :raises FileNotFoundError: when no folder holds the four files.
-    :raises IDXFormatError: when a file does not hold 28x28 images or labels 0..9.
+    :raises IDXFormatError: for inputs of another dimension, train and test inputs of different
+        shapes, or labels outside 0..9.
     """
     parts = _load_idx_dataset("mnist", data_dir, device)
     return (*parts, {"class_names": list(_DIGIT_NAMES)})

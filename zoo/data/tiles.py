@@ -117,6 +117,12 @@ def compose_tiles(
 def _load_source(source: str, data_dir: str | os.PathLike[str] | None) -> Parts:
     """The source set on the CPU, checked as :func:`zoo.data.load` checks it."""
     parts = _SOURCE_LOADERS[source](data_dir=data_dir, device=torch.device("cpu"))
+    side = TILE_SOURCES[source]
+    if tuple(parts[0].shape[1:]) != (1, side, side):
+        raise ValueError(
+            f"cluttered tiles of {source} need {side}x{side} images, but its files hold examples "
+            f"of shape {tuple(parts[0].shape[1:])}"
+        )
     # Every source is a ten-class image set (see tiles_info).
     return check_parts(parts, "classification", 10)
 

@@ -30,6 +30,7 @@ __all__ = [
     "check_parts",
     "check_split",
     "from_tensors",
+    "regression_vector",
     "validate_tensors",
 ]
 
@@ -125,6 +126,28 @@ def _check_targets(yt: torch.Tensor, yname: str, xt: torch.Tensor, where: str) -
     _check_finite(yt, yname)
 
 
+def regression_vector(y: torch.Tensor | None, name: str = "y") -> torch.Tensor | None:
+    """Regression targets as ``(N,)``: an ``(N, 1)`` column is flattened (a view), ``(N,)`` and
+    ``None`` pass unchanged.
+
+    :param name: the argument's name in messages.
+    :raises ValueError: for any other shape, e.g. ``(N, 2)`` (the zoo's regression likelihoods
+        have one output).
+
+    Usage::
+
+        regression_vector(torch.zeros(5, 1)).shape   # torch.Size([5])
+    """
+    if y is None or y.dim() == 1:
+        return y
+    if y.dim() == 2 and y.shape[1] == 1:
+        return y[:, 0]
+    raise ValueError(
+        f"{name} holds regression targets and must have shape (N,) or (N, 1), got "
+        f"{tuple(y.shape)}; one target per example"
+    )
+
+
 def _check_labels(yt: torch.Tensor, yname: str, num_classes: int | None) -> None:
     """1-D whole numbers in ``0 .. num_classes - 1``."""
     if yt.dim() != 1:
@@ -185,8 +208,14 @@ def validate_tensors(
 
     yt = _as_tensor(y, yname)
     _check_targets(yt, yname, xt, where)
-    if (task or _infer_task(yt)) == "classification":
+    resolved = task or _infer_task(yt)
+    if resolved == "classification":
         _check_labels(yt, yname, num_classes)
+    elif resolved == "regression" and yt.dim() != 1:
+        raise ValueError(
+            f"{yname} holds regression targets and must be 1-D (N,), got shape "
+            f"{tuple(yt.shape)}; from_tensors flattens an (N, 1) column for you"
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -196,14 +225,18 @@ def validate_tensors(
 
 def check_parts(parts: Parts, task: str, num_classes: int | None) -> Parts:
     """A loader's output, checked as :func:`zoo.data.load` checks every loader's: both splits
-    through :func:`validate_tensors` (training split first), returned unchanged.
+    through :func:`validate_tensors` (training split first), returned unchanged but for
+    regression targets of shape ``(N, 1)``, flattened to ``(N,)`` (:func:`regression_vector`).
 
     :raises ValueError: naming the split, as :func:`validate_tensors` does.
     """
-    x_train, y_train, x_test, y_test, _ = parts
+    x_train, y_train, x_test, y_test, extras = parts
+    if task == "regression":
+        y_train = regression_vector(y_train, "y_train")
+        y_test = regression_vector(y_test, "y_test")
     validate_tensors(x_train, y_train, task=task, num_classes=num_classes, where="x_train")
     validate_tensors(x_test, y_test, task=task, num_classes=num_classes, where="x_test")
-    return parts
+    return x_train, y_train, x_test, y_test, extras
 
 
 def _image_shape(input_shape: tuple[int, ...]) -> tuple[int, int] | None:
@@ -313,7 +346,9 @@ def from_tensors(
     lives on ``x``'s device.
 
     :param x: training inputs ``(N, ...)``.
-    :param y: training targets, or ``None`` for unsupervised data.
+    :param y: training targets, or ``None`` for unsupervised data. Regression targets may be
+        ``(N,)`` or ``(N, 1)``; the latter is flattened to ``(N,)`` (so are ``y_test``'s), and any
+        other shape is refused.
     :param x_test: test inputs; ``None`` gives an empty test split of shape
         ``(0, *input_shape)``.
     :param y_test: test targets; required when both ``y`` and ``x_test`` are given.
@@ -332,6 +367,10 @@ def from_tensors(
     xt = _as_tensor(x, "x")
     yt = None if y is None else _as_tensor(y, "y")
     task = _resolve_task(task, yt, num_classes)
+    if task == "regression":
+        yt = regression_vector(yt, "y")
+        if y_test is not None:
+            y_test = regression_vector(_as_tensor(y_test, "y_test"), "y_test")
     validate_tensors(xt, yt, task=task, num_classes=num_classes, where="x")
     xs, ys = _test_tensors(xt, yt, x_test, y_test, task, num_classes)
     if task == "classification" and num_classes is None:

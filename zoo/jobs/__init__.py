@@ -7,7 +7,8 @@ they can be run from Python.
 
 * :mod:`zoo.jobs.runs` -- :func:`train_job` trains a registered model and writes its
   checkpoint, ``metrics.csv``, ``evaluation.json``, plots and layer report;
-  :func:`evaluate_job` and :func:`export_job` read a checkpoint back (:func:`from_checkpoint`);
+  :func:`evaluate_job` and :func:`export_job` read a checkpoint back (:func:`from_checkpoint`,
+  and :func:`checkpoint_data` its data: a file checked against its recorded fingerprint);
   :func:`list_job` prints the registry.
 * :mod:`zoo.jobs.ppca_demo` -- :func:`demo`: the PPCA family against the closed-form
   maximum-likelihood solution of Tipping & Bishop (1999), "Probabilistic principal component
@@ -27,6 +28,7 @@ Usage::
 from zoo.jobs.comparison import COMPARE_DEFAULT_MODELS, COMPARE_OUTPUTS, compare_main
 from zoo.jobs.ppca_demo import demo, demo_job
 from zoo.jobs.runs import (
+    checkpoint_data,
     evaluate_job,
     export_job,
     from_checkpoint,
@@ -40,6 +42,7 @@ from zoo.jobs.runs import (
 __all__ = [
     "COMPARE_DEFAULT_MODELS",
     "COMPARE_OUTPUTS",
+    "checkpoint_data",
     "compare_main",
     "demo",
     "demo_job",

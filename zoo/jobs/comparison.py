@@ -112,9 +112,11 @@ def _check_compare(
     return pairs, nuts
 
 
-def _compare_data(data: str, data_dir: str | None, num_train: int | None) -> zdata.Dataset:
+def _compare_data(
+    data: str, data_dir: str | None, num_train: int | None, options: Mapping[str, Any] | None
+) -> zdata.Dataset:
     """The dataset of :func:`compare_main`, cut to its first ``num_train`` training examples."""
-    dataset = load_data(data, data_dir)
+    dataset = load_data(data, data_dir, options=options)
     if num_train is not None:
         if not 1 <= num_train <= dataset.num_train:
             raise ValueError(f"--num-train must lie in [1, {dataset.num_train}], got {num_train}")
@@ -275,11 +277,14 @@ def compare_main(
     nuts_warmup: int = 200,
     num_train: int | None = None,
     progress: bool = True,
+    data_options: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """``zoo compare``: train ``models`` on ``data``, add a NUTS reference, rank them with ArviZ.
 
     ``nuts`` names the model NUTS samples, with the biases of that model's first fit in the
-    list; ``"auto"`` picks ``logreg`` when it is compared, ``None`` skips NUTS.
+    list; ``"auto"`` picks ``logreg`` when it is compared, ``None`` skips NUTS.  ``data`` is a
+    dataset's name or a ``.csv``/``.npz`` file, read with ``data_options`` (``target``,
+    ``test_fraction``, ``split_seed``, ``task``; see :func:`zoo.jobs.load_data`).
 
     Everything is checked before any training: the model and guide names, the data, the counts
     and the output folder, which must not already hold results unless ``force``.  Files are
@@ -294,7 +299,7 @@ def compare_main(
         models, num_samples, num_epochs, nuts, nuts_samples, nuts_warmup, out, force
     )
     dev = resolve_device(device)
-    dataset = _compare_data(data, data_dir, num_train)
+    dataset = _compare_data(data, data_dir, num_train, data_options)
     built = _build_models(pairs, dataset, seed, nuts)
     print(
         f"comparing {len(built)} models{' + NUTS' if nuts else ''} on {dataset.name} "

@@ -28,12 +28,73 @@ from zoo.spec import ZooModel, resolve_elbo
 from zoo.train import TrainConfig, fit, load_checkpoint, resolve_device
 
 
-def load_data(name: str, data_dir: str | None, kwargs: dict | None = None) -> zdata.Dataset:
-    """The dataset ``name`` (see :func:`zoo.data.list_datasets`), from ``data_dir`` when given.
+def load_data(
+    name: str,
+    data_dir: str | None,
+    kwargs: Mapping[str, Any] | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> zdata.Dataset:
+    """The dataset ``name`` (see :func:`zoo.data.list_datasets`) or the ``.csv``/``.npz`` file
+    at ``name``, from ``data_dir`` when given.
 
     :param kwargs: the dataset's own options, such as a registry entry's ``dataset_kwargs``.
+    :param options: the command line's file options (``target``, ``test_fraction``,
+        ``split_seed``, ``task``), over ``kwargs``; :func:`zoo.data.load` refuses those that do
+        not apply.
     """
-    return zdata.load(name, data_dir=data_dir, **(kwargs or {}))
+    return zdata.load(name, data_dir=data_dir, **{**(kwargs or {}), **(options or {})})
+
+
+def _flags(options: Mapping[str, Any]) -> str:
+    return ", ".join(zdata.tabular.FILE_OPTIONS.get(k, k) for k in options)
+
+
+def checkpoint_data(
+    checkpoint: str, source: Mapping[str, Any], data_dir: str | None, options: Mapping[str, Any]
+) -> zdata.Dataset:
+    """Reload the data a checkpoint was trained on, from its recorded ``source``: a file must
+    still be there, at its absolute path, with the recorded content fingerprint.
+
+    :param data_dir: overrides the recorded one (IDX sets only).
+    :param options: the file flags given; refused, since the checkpoint records its own.
+    :raises ValueError: for flags given without ``--data``, or a file whose content changed.
+    :raises FileNotFoundError: when the recorded file is gone.
+    """
+    if options:
+        raise ValueError(
+            f"{_flags(options)} {'applies' if len(options) == 1 else 'apply'} only with --data: "
+            "without it, the checkpoint's own data "
+            f"({source['name']}) is reloaded with the options recorded in {checkpoint}"
+        )
+    kwargs = dict(source.get("kwargs", {}))
+    recorded_dir = kwargs.pop("data_dir", None)
+    try:
+        return load_data(source["name"], recorded_dir if data_dir is None else data_dir, kwargs)
+    except FileNotFoundError as err:
+        if not zdata.tabular.is_file_name(source["name"]):
+            raise
+        raise FileNotFoundError(
+            f"{checkpoint} was trained on {source['name']}, which is gone ({err}); put it back "
+            "or evaluate on other data with --data"
+        ) from None
+
+
+def describe_file_data(dataset: zdata.Dataset) -> str | None:
+    """One line on data read from a file: its path, the task (inferred or given), the classes
+    when renumbered and the content's fingerprint; ``None`` for other data."""
+    name = dataset.source.get("name", "")
+    if not zdata.tabular.is_file_name(name):
+        return None
+    kwargs = dataset.source["kwargs"]
+    line = f"{name}: {dataset.info.task}"
+    values = dataset.extras.get("class_values")
+    if values is not None and values != list(range(len(values))):
+        line += ", classes 0.." + f"{len(values) - 1} are the target values {values}"
+    elif values is not None:
+        line += f", {len(values)} classes"
+    if "split_seed" in kwargs:
+        line += f", test split {kwargs['test_fraction']:g} (seed {kwargs['split_seed']})"
+    return line + f", fingerprint {kwargs['fingerprint']}"
 
 
 def print_metrics(metrics: dict[str, dict[str, float]]) -> None:
@@ -114,6 +175,7 @@ def train_job(
     model_cfg: Mapping[str, Any],
     train_cfg: TrainConfig,
     plots: bool = True,
+    data_options: Mapping[str, Any] | None = None,
 ) -> int:
     """``zoo train NAME``: train the registered model ``name`` and write its outputs.
 
@@ -122,15 +184,17 @@ def train_job(
     ``metrics.csv``.
 
     :param guide: a guide of the entry.
-    :param data: the dataset's name; the entry's ``dataset_kwargs`` apply to its own dataset.
+    :param data: the dataset's name or a ``.csv``/``.npz`` file; the entry's
+        ``dataset_kwargs`` apply to its own dataset.
     :param model_cfg: the model's options, fields of the entry's config dataclass.
     :param train_cfg: the training options; its ``out_dir`` is the output folder.
     :param plots: write the family's PNGs.
+    :param data_options: the file options (see :func:`load_data`).
     :returns: 0.
     """
     spec = get_spec(name)
     kwargs = dict(spec.dataset_kwargs) if data == spec.dataset else {}
-    dataset = load_data(data, data_dir, kwargs)
+    dataset = load_data(data, data_dir, kwargs, data_options)
     zm = create_model(name, data=dataset, guide=guide, seed=train_cfg.seed, **model_cfg)
     # under torchrun only rank 0 reports and writes; the others train and leave
     main = not train_cfg.distributed or os.environ.get("RANK", "0") == "0"
@@ -139,6 +203,8 @@ def train_job(
             f"training {name} (guide {guide}, elbo {resolve_elbo(zm, train_cfg)}) on "
             f"{dataset.name}: {dataset.num_train} train / {dataset.num_test} test examples"
         )
+        if (line := describe_file_data(dataset)) is not None:
+            print(line)
     try:
         result = fit(zm, dataset, config=train_cfg)
     finally:
@@ -168,21 +234,24 @@ def evaluate_job(
     device: str = "auto",
     out: str | None = None,
     plots: bool = True,
+    data_options: Mapping[str, Any] | None = None,
 ) -> int:
     """``zoo evaluate``: the metrics, plots and report of a checkpoint.
 
-    :param data: the dataset to evaluate on; by default the one the checkpoint was trained on.
+    :param data: the dataset or file to evaluate on; by default the one the checkpoint was
+        trained on (see :func:`checkpoint_data`).
     :param out: the output folder; by default the checkpoint's.
+    :param data_options: the file options, with ``data`` only (see :func:`load_data`).
     :returns: 0.
-    :raises ValueError: for a model trained on user tensors and no ``data``.
+    :raises ValueError: for a model trained on user tensors and no ``data``, or a recorded file
+        whose content has changed.
     """
     zm, ckpt = from_checkpoint(checkpoint)
     desc = ckpt["model"]
     if data is not None:
-        dataset = load_data(data, data_dir)
+        dataset = load_data(data, data_dir, options=data_options)
     elif ckpt["data"]:
-        source = ckpt["data"]
-        dataset = load_data(source["name"], data_dir, dict(source.get("kwargs", {})))
+        dataset = checkpoint_data(checkpoint, ckpt["data"], data_dir, data_options or {})
     else:
         raise ValueError("this checkpoint was trained on user tensors: pass --data to evaluate it")
     zm.to(resolve_device(device)).eval()

@@ -121,9 +121,12 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return ckpt
 
 
-def check_resumable(ckpt: dict, zm: ZooModel, cfg: TrainConfig, num_data: int) -> None:
+def check_resumable(
+    ckpt: dict, zm: ZooModel, cfg: TrainConfig, num_data: int, fingerprint: str | None = None
+) -> None:
     """Refuse a checkpoint written by another model, other settings (those outside
-    :data:`RESUME_FREE`) or another training-set size.
+    :data:`RESUME_FREE`), another training-set size or, given ``fingerprint``, other training
+    data (its :func:`zoo.data.fingerprint`, e.g. a user's file changed since).
 
     :raises ValueError: naming every mismatch.
     """
@@ -139,6 +142,10 @@ def check_resumable(ckpt: dict, zm: ZooModel, cfg: TrainConfig, num_data: int) -
     ]
     if ckpt["num_data"] != num_data:
         mismatches.append(f"training set size: checkpoint {ckpt['num_data']}, now {num_data}")
+    elif fingerprint is not None and ckpt.get("data_fingerprint", fingerprint) != fingerprint:
+        mismatches.append(
+            f"training data: checkpoint fingerprint {ckpt['data_fingerprint']}, now {fingerprint}"
+        )
     if mismatches:
         raise ValueError(
             "cannot resume: the checkpoint was written by a different run ("

@@ -257,13 +257,13 @@ class Trainer:
 
         :param path: the checkpoint (or its folder); ``out_dir/checkpoint.pt`` when ``None``.
         :raises ValueError: if the checkpoint was written by another model, other settings,
-            another training set size or another number of processes.
+            another training set (size or content) or another number of processes.
         """
         if path is None and self.checkpoint_path is None:
             raise ValueError("resume needs out_dir, the folder holding checkpoint.pt, or a path")
         path = self.checkpoint_path if path is None else path
         ckpt = load_checkpoint(path, map_location=self.device)
-        check_resumable(ckpt, self.zm, self.config, self.num_data)
+        check_resumable(ckpt, self.zm, self.config, self.num_data, self.fingerprint)
         self.zm.load_state_dict(ckpt["state"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
