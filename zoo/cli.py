@@ -29,6 +29,8 @@ from typing import Any
 
 import zoo.data as zdata
 import zoo.jobs as jobs
+from zoo.likelihoods import LIKELIHOODS
+from zoo.models import custom
 from zoo.registry import get_spec, list_models
 from zoo.spec import config_from_dict
 from zoo.train import DivergenceError, TrainConfig
@@ -180,8 +182,68 @@ def _train_parser(name: str) -> tuple[argparse.ArgumentParser, list[str], list[s
     return parser, model_fields, train_fields
 
 
+def _own_train_parser(ref: str) -> tuple[argparse.ArgumentParser, list[str], list[str]]:
+    """The flags of ``zoo train file.py:function``: a user's net through :func:`zoo.from_module`."""
+    parser = argparse.ArgumentParser(
+        prog=f"zoo train {ref}",
+        description="Train a user's network made Bayesian (zoo.from_module): the function "
+        f"{ref} builds it (called with the data's DataInfo if it takes an argument). "
+        f"Reference: {custom.REFERENCE}",
+    )
+    parser.add_argument(
+        "--guide",
+        default=None,
+        choices=sorted(custom.GUIDES),
+        help="variational family (default: sparse-vd for the log-uniform prior, meanfield for "
+        "the normal one)",
+    )
+    parser.add_argument(
+        "--likelihood",
+        default=None,
+        choices=sorted(LIKELIHOODS),
+        help="default: categorical for classification data, normal for regression",
+    )
+    parser.add_argument(
+        "--name", default=None, help="the model's name (default: the function's name)"
+    )
+    _data_flags(parser, None)
+    label = ref.rpartition(":")[2]
+    parser.add_argument(
+        "--out", default=f"runs/{label}", help="output folder (default: %(default)s)"
+    )
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNGs")
+    model_fields = _add_dataclass_flags(
+        parser, custom.ModuleConfig(), "model options", ("net", "likelihood")
+    )
+    train_default = TrainConfig(**custom.TRAIN_DEFAULTS)
+    train_fields = _add_dataclass_flags(parser, train_default, "training options", _TRAIN_SKIP)
+    return parser, [*model_fields, "likelihood", "name"], train_fields
+
+
 def _cmd_train(argv: list[str]) -> int:
     name = argv[0]
+    if custom.is_net_reference(name):
+        parser, model_fields, train_fields = _own_train_parser(name)
+        args = parser.parse_args(argv[1:])
+        if args.data is None:
+            parser.error("--data is required for a user's net (a dataset name or a file)")
+        model_cfg = {k: vars(args)[k] for k in model_fields if vars(args)[k] is not None}
+        model_cfg["layers"] = list(model_cfg.get("layers") or ()) or None
+        values = vars(args)
+        train_cfg = TrainConfig(
+            **{k: values[k] for k in train_fields}, out_dir=args.out, resume=args.resume
+        )
+        return jobs.train_job(
+            name,
+            args.guide,
+            args.data,
+            args.data_dir,
+            model_cfg,
+            train_cfg,
+            plots=not args.no_plots,
+            data_options=_data_options(args),
+        )
     parser, model_fields, train_fields = _train_parser(name)
     args = parser.parse_args(argv[1:])
     spec = get_spec(name)
@@ -218,11 +280,13 @@ def _train_name_parser(sub: Any) -> None:
     # to _train_parser(NAME), which knows NAME's own flags
     sub.add_parser(
         "train",
-        help="train a registered model: zoo train NAME [flags]; zoo train NAME --help",
-        description="Train a registered model. Models: "
+        help="train a registered model or your own net: zoo train NAME|FILE.py:FUNCTION [flags]",
+        description="Train a registered model, or your own network: a reference "
+        "file.py:function or package.module:function to a function building an nn.Module "
+        "(see zoo.from_module). Models: "
         + ", ".join(list_models())
         + ". `zoo train NAME --help` lists NAME's flags.",
-    ).add_argument("name", help="a name from `zoo list`")
+    ).add_argument("name", help="a name from `zoo list`, or file.py:function")
 
 
 def _evaluate_parser(sub: Any) -> None:
@@ -249,20 +313,29 @@ def _compare_parser(sub: Any) -> None:
     p = sub.add_parser(
         "compare",
         help="train a set of models and rank them with ArviZ (PSIS-LOO, stacking, NUTS)",
-        description="Train registered models on one dataset, add a NUTS reference, and print "
-        "one table: PSIS-LOO (elpd_loo, se, p_loo), stacking weights, Pareto-k warnings, "
-        "held-out elpd, accuracy, ECE, sparsity, fit time and the VI diagnostic. Writes "
-        + ", ".join(jobs.COMPARE_OUTPUTS)
-        + " to --out.",
+        description="Train registered models on one dataset (or load trained runs with --runs), "
+        "add a NUTS reference, and print one table: PSIS-LOO (elpd_loo, se, p_loo), stacking "
+        "weights, Pareto-k warnings, held-out elpd, accuracy, ECE, sparsity, fit time and the "
+        "VI diagnostic. Writes " + ", ".join(jobs.COMPARE_OUTPUTS) + " to --out.",
     )
-    p.add_argument(
+    which = p.add_mutually_exclusive_group()
+    which.add_argument(
         "--models",
         nargs="+",
-        default=list(jobs.COMPARE_DEFAULT_MODELS),
+        default=None,
         metavar="NAME[:GUIDE]",
-        help="registered models, each with a guide (default: %(default)s)",
+        help="registered models to train, each with a guide (default: "
+        f"{' '.join(jobs.COMPARE_DEFAULT_MODELS)})",
     )
-    _data_flags(p, "digits")
+    which.add_argument(
+        "--runs",
+        nargs="+",
+        default=None,
+        metavar="RUN",
+        help="trained models instead: checkpoints or run folders (of `zoo train`, your own nets "
+        "included), compared on the data they were trained on",
+    )
+    _data_flags(p, None)
     p.add_argument(
         "--num-samples", type=int, default=200, help="posterior draws per guide (default: 200)"
     )
@@ -344,6 +417,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "compare":
         jobs.compare_main(
             models=args.models,
+            runs=args.runs,
             data=args.data,
             data_dir=args.data_dir,
             data_options=_data_options(args),

@@ -159,6 +159,7 @@ def test_grouped_dropout_masks_each_input_channel_independently():
 def test_vd_unit_alpha_of_a_grouped_conv_is_per_input_channel():
     """vd-unit on Conv1d(4, 6, 3, groups=2): output o of group g reads the alpha of input
     channel g * 2 + j at weight column j (exactly: a copy of the parameter's values)."""
+
     def net():
         return nn.Sequential(nn.Conv1d(4, 6, 3, groups=2), nn.Flatten(), nn.Linear(18, 3))
 

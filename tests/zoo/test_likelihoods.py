@@ -99,11 +99,11 @@ def test_defaults_and_refusals():
     assert isinstance(make_likelihood(None, ten), Categorical)
     assert isinstance(make_likelihood(None, REGRESSION), Normal)
     assert make_likelihood("bernoulli", BINARY).out_features(BINARY) == 1
-    with pytest.raises(ValueError, match="needs binary labels.*10"):
+    with pytest.raises(ValueError, match=r"needs binary labels.*10"):
         make_likelihood("bernoulli", ten)
-    with pytest.raises(ValueError, match="fits regression data.*'classification'"):
+    with pytest.raises(ValueError, match=r"fits regression data.*'classification'"):
         make_likelihood("normal", ten)
-    with pytest.raises(ValueError, match="likelihood.*bernouli"):
+    with pytest.raises(ValueError, match=r"likelihood.*bernouli"):
         make_likelihood("bernouli", BINARY)
     with pytest.raises(ValueError, match="not a Categorical or Bernoulli"):
         class_probs(pyro.distributions.Normal(0.0, 1.0))

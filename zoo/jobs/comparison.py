@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 
 import zoo.data as zdata
-from zoo.jobs.runs import load_data
+from zoo.jobs.runs import checkpoint_data, from_checkpoint, load_data
 from zoo.registry import create_model, get_spec
 from zoo.spec import ZooModel
 from zoo.train import describe_machine, fit, resolve_device
@@ -73,6 +73,35 @@ def _write_all(out: Path, writers: dict[str, Any]) -> None:
             tmp.unlink(missing_ok=True)
 
 
+def _check_settings(
+    num_samples: int, nuts_samples: int, nuts_warmup: int, out: Path, force: bool
+) -> None:
+    """The checks of :func:`compare_main` shared by trained models and saved runs."""
+    if num_samples < 2:
+        raise ValueError(f"--num-samples must be at least 2 (PSIS-LOO), got {num_samples}")
+    if min(nuts_samples, nuts_warmup) < 1:
+        raise ValueError("--nuts-samples and --nuts-warmup must be at least 1")
+    existing = [name for name in COMPARE_OUTPUTS if (out / name).exists()]
+    if existing and not force:
+        raise ValueError(
+            f"{out} already holds results ({', '.join(existing)}); pass --force to overwrite "
+            "them or choose another --out"
+        )
+
+
+def _resolve_nuts(nuts: str | None, labels: Sequence[str]) -> str | None:
+    """The model NUTS samples, ``"auto"`` resolved: logistic regression when it is compared."""
+    names = [label.split(":")[0] for label in labels]
+    if nuts == "auto":
+        nuts = "logreg" if "logreg" in names else None
+    if nuts is not None and nuts not in names:
+        raise ValueError(
+            f"the NUTS reference samples {nuts!r}, which is not among the models "
+            f"{list(labels)}; add it or pass --no-nuts"
+        )
+    return nuts
+
+
 def _check_compare(
     models: Sequence[str],
     num_samples: int,
@@ -90,26 +119,42 @@ def _check_compare(
         raise ValueError("--models needs at least one NAME[:GUIDE]")
     if len(set(pairs)) != len(pairs):
         raise ValueError(f"a model is listed twice in {list(models)}")
-    if num_samples < 2:
-        raise ValueError(f"--num-samples must be at least 2 (PSIS-LOO), got {num_samples}")
     if num_epochs is not None and num_epochs < 1:
         raise ValueError(f"--num-epochs must be at least 1, got {num_epochs}")
-    if min(nuts_samples, nuts_warmup) < 1:
-        raise ValueError("--nuts-samples and --nuts-warmup must be at least 1")
-    if nuts == "auto":  # the default: a reference for logistic regression when it is compared
-        nuts = "logreg" if any(name == "logreg" for name, _ in pairs) else None
-    if nuts is not None and not any(name == nuts for name, _ in pairs):
-        raise ValueError(
-            f"the NUTS reference samples {nuts!r}, which is not among the models "
-            f"{[f'{n}:{g}' for n, g in pairs]}; add it or pass --no-nuts"
-        )
-    existing = [name for name in COMPARE_OUTPUTS if (out / name).exists()]
-    if existing and not force:
-        raise ValueError(
-            f"{out} already holds results ({', '.join(existing)}); pass --force to overwrite "
-            "them or choose another --out"
-        )
-    return pairs, nuts
+    _check_settings(num_samples, nuts_samples, nuts_warmup, out, force)
+    return pairs, _resolve_nuts(nuts, [f"{n}:{g}" for n, g in pairs])
+
+
+def _load_runs(
+    runs: Sequence[str],
+    data: str | None,
+    data_dir: str | None,
+    options: Mapping[str, Any] | None,
+) -> tuple[dict[str, ZooModel], zdata.Dataset]:
+    """The trained models of the checkpoints ``runs`` (files or folders), labelled
+    ``name:guide``, and the data they were all trained on: the first run's, reloaded as
+    ``zoo evaluate`` does, unless ``data`` names other data."""
+    if not runs:
+        raise ValueError("--runs needs at least one checkpoint or run folder")
+    fitted: dict[str, ZooModel] = {}
+    first = None
+    for run in runs:
+        zm, ckpt = from_checkpoint(run)
+        label = f"{zm.name}:{zm.guide_name}"
+        if label in fitted:
+            label = f"{label}@{Path(run).resolve().name}"
+        if label in fitted:
+            raise ValueError(f"{run} is listed twice")
+        fitted[label] = zm
+        first = first or (run, ckpt)
+    run, ckpt = first
+    if data is not None:
+        dataset = load_data(data, data_dir, options=options)
+    elif ckpt["data"]:
+        dataset = checkpoint_data(run, ckpt["data"], data_dir, options or {})
+    else:
+        raise ValueError(f"{run} was trained on user tensors: pass --data to compare it")
+    return fitted, dataset
 
 
 def _compare_data(
@@ -262,9 +307,41 @@ def _compare_writers(
     return writers
 
 
+def _train_step(
+    models: Sequence[str] | None,
+    data: str | None,
+    data_dir: str | None,
+    data_options: Mapping[str, Any] | None,
+    num_train: int | None,
+    num_samples: int,
+    num_epochs: int | None,
+    dev: torch.device,
+    seed: int,
+    nuts: str | None,
+    nuts_samples: int,
+    nuts_warmup: int,
+    out: Path,
+    force: bool,
+    progress: bool,
+) -> tuple[dict[str, Any], zdata.Dataset, str | None]:
+    """Check everything, load the data, build then train every model of ``models``."""
+    models = COMPARE_DEFAULT_MODELS if models is None else models
+    pairs, nuts = _check_compare(
+        models, num_samples, num_epochs, nuts, nuts_samples, nuts_warmup, out, force
+    )
+    dataset = _compare_data(data or "digits", data_dir, num_train, data_options)
+    built = _build_models(pairs, dataset, seed, nuts)
+    print(
+        f"comparing {len(built)} models{' + NUTS' if nuts else ''} on {dataset.name} "
+        f"({dataset.num_train} train / {dataset.num_test} test), {num_samples} posterior "
+        f"draws each, on {dev}"
+    )
+    return _train_models(built, dataset, dev, seed, num_epochs, progress), dataset, nuts
+
+
 def compare_main(
-    models: Sequence[str] = COMPARE_DEFAULT_MODELS,
-    data: str = "digits",
+    models: Sequence[str] | None = None,
+    data: str | None = None,
     data_dir: str | None = None,
     num_samples: int = 200,
     num_epochs: int | None = None,
@@ -278,8 +355,14 @@ def compare_main(
     num_train: int | None = None,
     progress: bool = True,
     data_options: Mapping[str, Any] | None = None,
+    runs: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """``zoo compare``: train ``models`` on ``data``, add a NUTS reference, rank them with ArviZ.
+
+    ``models`` are registry names with guides (:data:`COMPARE_DEFAULT_MODELS` when neither they
+    nor ``runs`` are given), trained here on ``data`` (``digits`` by default).  ``runs`` are
+    trained models instead, checkpoints or the folders holding them (a user's nets from
+    ``zoo train file.py:function`` among them), compared on the data they were trained on.
 
     ``nuts`` names the model NUTS samples, with the biases of that model's first fit in the
     list; ``"auto"`` picks ``logreg`` when it is compared, ``None`` skips NUTS.  ``data`` is a
@@ -295,18 +378,37 @@ def compare_main(
 
     started = time.perf_counter()
     out = Path(out)
-    pairs, nuts = _check_compare(
-        models, num_samples, num_epochs, nuts, nuts_samples, nuts_warmup, out, force
-    )
     dev = resolve_device(device)
-    dataset = _compare_data(data, data_dir, num_train, data_options)
-    built = _build_models(pairs, dataset, seed, nuts)
-    print(
-        f"comparing {len(built)} models{' + NUTS' if nuts else ''} on {dataset.name} "
-        f"({dataset.num_train} train / {dataset.num_test} test), {num_samples} posterior "
-        f"draws each, on {dev}"
-    )
-    fitted = _train_models(built, dataset, dev, seed, num_epochs, progress)
+    if runs is not None:
+        if models is not None or num_epochs is not None or num_train is not None:
+            raise ValueError(
+                "--runs compares trained models: --models, --num-epochs and "
+                "--num-train do not apply"
+            )
+        _check_settings(num_samples, nuts_samples, nuts_warmup, out, force)
+        fitted, dataset = _load_runs(runs, data, data_dir, data_options)
+        nuts = _resolve_nuts(nuts, list(fitted))
+        for zm in fitted.values():
+            zm.to(dev)
+        print(f"comparing {len(fitted)} trained models on {dataset.name}, on {dev}")
+    else:
+        fitted, dataset, nuts = _train_step(
+            models,
+            data,
+            data_dir,
+            data_options,
+            num_train,
+            num_samples,
+            num_epochs,
+            dev,
+            seed,
+            nuts,
+            nuts_samples,
+            nuts_warmup,
+            out,
+            force,
+            progress,
+        )
     nuts_note = None
     if nuts is not None:
         reference, nuts_note = _nuts_step(

@@ -23,7 +23,8 @@ import torch
 
 import zoo.data as zdata
 import zoo.distributed as zdist
-from zoo.registry import create_model, get_spec, list_models, model_from_description
+from zoo.models.custom import is_net_reference
+from zoo.registry import create_model, from_module, get_spec, list_models, model_from_description
 from zoo.spec import ZooModel, resolve_elbo
 from zoo.train import TrainConfig, fit, load_checkpoint, resolve_device
 
@@ -177,7 +178,9 @@ def train_job(
     plots: bool = True,
     data_options: Mapping[str, Any] | None = None,
 ) -> int:
-    """``zoo train NAME``: train the registered model ``name`` and write its outputs.
+    """``zoo train NAME``: train the registered model ``name``, or a user's net named by a
+    reference (``file.py:function``, ``package.module:function``, see :func:`zoo.from_module`),
+    and write its outputs.
 
     Under ``torchrun`` every rank trains; only rank 0 prints, evaluates and writes
     ``evaluation.json``, the family's plots and its report next to the trainer's checkpoint and
@@ -186,16 +189,27 @@ def train_job(
     :param guide: a guide of the entry.
     :param data: the dataset's name or a ``.csv``/``.npz`` file; the entry's
         ``dataset_kwargs`` apply to its own dataset.
-    :param model_cfg: the model's options, fields of the entry's config dataclass.
+    :param model_cfg: the model's options, fields of the entry's config dataclass; for a
+        user's net :func:`zoo.from_module`'s keyword arguments (``prior``, ``likelihood``,
+        ``layers``, ``name``, fields of :class:`zoo.models.custom.ModuleConfig`).
     :param train_cfg: the training options; its ``out_dir`` is the output folder.
     :param plots: write the family's PNGs.
     :param data_options: the file options (see :func:`load_data`).
     :returns: 0.
     """
-    spec = get_spec(name)
-    kwargs = dict(spec.dataset_kwargs) if data == spec.dataset else {}
-    dataset = load_data(data, data_dir, kwargs, data_options)
-    zm = create_model(name, data=dataset, guide=guide, seed=train_cfg.seed, **model_cfg)
+    if is_net_reference(name):  # a user's net: zoo.from_module with the options given
+        dataset = load_data(data, data_dir, {}, data_options)
+        options = dict(model_cfg)
+        label = options.pop("name", None) or name.rpartition(":")[2]
+        zm = from_module(
+            name, data=dataset, guide=guide, name=label, seed=train_cfg.seed, **options
+        )
+    else:
+        spec = get_spec(name)
+        kwargs = dict(spec.dataset_kwargs) if data == spec.dataset else {}
+        dataset = load_data(data, data_dir, kwargs, data_options)
+        zm = create_model(name, data=dataset, guide=guide, seed=train_cfg.seed, **model_cfg)
+    guide = zm.guide_name
     # under torchrun only rank 0 reports and writes; the others train and leave
     main = not train_cfg.distributed or os.environ.get("RANK", "0") == "0"
     if main:
@@ -215,8 +229,8 @@ def train_job(
     metrics = {split: zm.evaluate(dataset, split) for split in ("train", "test")}
     out = Path(train_cfg.out_dir)
     (out / "evaluation.json").write_text(json.dumps(metrics, indent=2))
-    if plots and spec.hooks.plot is not None:
-        for path in spec.hooks.plot(zm, dataset, out):
+    if plots and zm.spec.hooks.plot is not None:
+        for path in zm.spec.hooks.plot(zm, dataset, out):
             print(f"wrote {path}")
     print(
         f"{result.steps} steps in {result.seconds:.1f}s on {result.device}; "
@@ -287,10 +301,10 @@ def export_job(checkpoint: str, out: str, force: bool = False) -> int:
     tmp = target.with_name(target.name + ".tmp")
     torch.save(state, tmp)
     tmp.replace(target)
-    kept = sum(int(v.count_nonzero()) for k, v in state.items() if k.endswith("weight"))
-    total = sum(v.numel() for k, v in state.items() if k.endswith("weight"))
-    print(
-        f"wrote {target}: the state dict of {zm.name}'s deterministic network, "
-        f"{kept}/{total} nonzero weights ({total / max(kept, 1):.1f}x compression)"
-    )
+    what = ""
+    if zm.spec.hooks.report is not None:  # the Bayesian weights only, as the report counts them
+        total = zm.spec.hooks.report(zm).iloc[-1]
+        kept, weights = int(total["kept"]), int(total["weights"])
+        what = f", {kept}/{weights} Bayesian weights nonzero ({weights / max(kept, 1):.1f}x)"
+    print(f"wrote {target}: the state dict of {zm.name}'s deterministic network{what}")
     return 0

@@ -52,6 +52,7 @@ __all__ = [
     "build_with",
     "describe_likelihood",
     "describe_prior",
+    "is_net_reference",
     "load_factory",
     "module_spec",
     "net_factory",
@@ -116,6 +117,13 @@ def net_reference(factory: Callable[..., nn.Module]) -> str:
     if path is None and getattr(module, "__spec__", None) is None:
         return ""
     return f"{name}:{qualname}"
+
+
+def is_net_reference(text: str) -> bool:
+    """Whether ``text`` reads as a net reference, ``"module:function"`` or ``"file.py:function"``
+    (a registry name has no colon)."""
+    where, sep, name = text.rpartition(":")
+    return bool(sep and where and name.replace(".", "").replace("_", "").isalnum())
 
 
 def load_factory(ref: str) -> Callable[..., nn.Module]:

@@ -12,8 +12,8 @@ import math
 from pathlib import Path
 
 from zoo.data import Dataset
-from zoo.models.weights import weight_guide
 from zoo.models.plots import agg_pyplot
+from zoo.models.weights import weight_guide
 from zoo.spec import ZooModel
 
 __all__ = ["plot"]
