@@ -191,3 +191,47 @@ def test_every_module_has_an_api_page():
             modules.add(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
     assert modules - listed == set(), "modules missing from docs/api.rst"
     assert listed - modules == set(), "docs/api.rst lists modules that do not exist"
+
+
+def test_own_model_page_prints_what_it_claims():
+    """The own-model page: a 1-D conv net made Bayesian, compared with its Gaussian twin, pruned
+    and exported; the export is the masked mean net."""
+    namespace, printed = run(block_defining("sparse"))
+    assert "exported net = masked mean net: True" in printed
+    table = namespace["result"].table
+    assert len(table) == 2 and table["weight"].sum() == pytest.approx(1.0, abs=1e-6)
+    assert namespace["report"]["layer"].iloc[-1] == "total (Bayesian weights)"
+    assert list(namespace["report"]["kind"][:3]) == ["conv1d", "conv1d", "linear"]
+
+
+def test_own_model_page_commands_run_on_a_csv_file(tmp_path, monkeypatch):
+    """The own-model page's command-line part, in a fresh folder: its net file and CSV file
+    written as the page says, then every `zoo` command of its bash block through the CLI's
+    main(); each must exit 0 and leave its output."""
+    import shlex
+
+    import pandas as pd
+
+    from zoo.cli import main
+
+    page = DOCS / "own-model.md"
+    first = block_defining("sparse").code
+    net_code = first.split("\nx, y = sequences(")[0]
+    (writer,) = [b for b in python_blocks(page) if "to_csv" in b.code]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "seqnet.py").write_text(net_code)
+    namespace: dict = {"__name__": "__docs__"}
+    exec(compile(net_code + "\n" + writer.code, str(page), "exec"), namespace)
+    bash = re.search(r"^```bash\n(.*?)^```", page.read_text(), flags=re.M | re.S).group(1)
+    commands = [c for c in bash.replace("\\\n", " ").splitlines() if c.startswith("zoo ")]
+    assert len(commands) == 5
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for command in commands:
+            assert main(shlex.split(command)[1:]) == 0, command
+    finally:
+        torch.set_num_threads(threads)
+    compared = pd.read_csv(tmp_path / "runs/seq-compare/compare.csv")
+    assert sorted(compared["model"]) == ["seq-gauss", "seq-svd"]
+    assert (tmp_path / "runs/seq-svd/pruned.pt").is_file()
