@@ -22,7 +22,7 @@ import torch
 from zoo.data import DataInfo, Dataset, dataset_info, from_tensors
 from zoo.models import FAMILIES
 from zoo.spec import ModelSpec, ZooModel, config_from_dict
-from zoo.util import unknown_choice
+from zoo.util import local_params, unknown_choice
 
 __all__ = ["create_model", "get_spec", "list_models", "register_model"]
 
@@ -75,6 +75,7 @@ def _as_info(data: Dataset | DataInfo | torch.Tensor | None, spec: ModelSpec) ->
     raise TypeError(f"data must be a Dataset, DataInfo, tensor or None, got {type(data).__name__}")
 
 
+@local_params()
 def create_model(
     name: str,
     *,

@@ -28,7 +28,7 @@ from zoo.jobs.runs import load_data
 from zoo.registry import create_model, get_spec
 from zoo.spec import ZooModel
 from zoo.train import describe_machine, fit, resolve_device
-from zoo.util import markdown_table, unknown_choice
+from zoo.util import local_params, markdown_table, unknown_choice
 
 if TYPE_CHECKING:
     from zoo.compare import ComparisonResult, NUTSReference
@@ -260,6 +260,7 @@ def _compare_writers(
     return writers
 
 
+@local_params()
 def compare_main(
     models: Sequence[str] = COMPARE_DEFAULT_MODELS,
     data: str = "digits",

@@ -165,6 +165,10 @@ class FitResult:
     :ivar checkpoint: the final checkpoint, or ``None`` without ``out_dir``.
     :ivar losses: the loss per example, ``-ELBO / N`` at the step's ``beta``, of each step that
         this call (the trainer, for :meth:`~zoo.train.Trainer.run`) took.
+    :ivar collapse: the diagnosis, cause and fix of a collapsed run (nearly every weight pruned,
+        training accuracy at chance: :mod:`zoo.train.collapse`), also warned as a
+        :class:`~zoo.train.CollapseWarning`; ``None`` for a healthy run or where the check
+        does not apply.
     """
 
     history: pd.DataFrame
@@ -173,3 +177,9 @@ class FitResult:
     device: torch.device
     checkpoint: Path | None = None
     losses: list[float] = field(default_factory=list)
+    collapse: str | None = None
+
+    @property
+    def collapsed(self) -> bool:
+        """Whether the run collapsed (:attr:`collapse` holds why and what to do)."""
+        return self.collapse is not None
