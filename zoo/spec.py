@@ -256,7 +256,27 @@ class ZooModel:
         return torch.device("cpu")
 
     def callables(self) -> tuple[Callable[..., Any], Callable[..., Any]]:
-        """Model and guide as inference runs them: inside the entry's effect handler, if any."""
+        """Model and guide as inference runs them: inside the entry's effect handler, if any.
+
+        They train in a plain Pyro loop too (the zoo changes no global Pyro setting; outside
+        its own calls the parameters go through Pyro's global store, as for any
+        ``PyroModule``):
+
+        Usage::
+
+            import pyro
+            from pyro.infer import SVI, TraceMeanField_ELBO
+            from zoo.handlers import KLAnnealing
+
+            zm = create_model("logreg", data=data)
+            model, guide = zm.callables()
+            anneal = KLAnnealing.linear(end=200)    # optional KL warm-up
+            svi = SVI(anneal(model), anneal(guide), pyro.optim.Adam({"lr": 0.01}),
+                      TraceMeanField_ELBO())
+            for step in range(600):
+                svi.step(x, y, num_data=len(x))
+                anneal.step()
+        """
         if self.handler is None:
             return self.model, self.guide
         return self.handler(self.model), self.handler(self.guide)
