@@ -72,7 +72,7 @@ def test_evaluation_during_training_does_not_change_the_fit():
 
     with_callback = _fit_params(eval_every=1, on_epoch=draws)
     assert len(never) == len(every) == len(with_callback) > 0
-    for a, b, c in zip(never, every, with_callback):
+    for a, b, c in zip(never, every, with_callback, strict=True):
         assert torch.equal(a, b) and torch.equal(a, c)
 
 
