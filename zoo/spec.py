@@ -36,7 +36,7 @@ from torch import nn
 
 from zoo.data import DataInfo, Dataset, as_dataset, validate_tensors
 from zoo.elbo import ELBO_NAMES
-from zoo.util import local_params, unknown_choice
+from zoo.util import ensure_local_params, local_params, unknown_choice
 
 __all__ = [
     "Hooks",
@@ -235,6 +235,11 @@ class ZooModel:
     #: Set by :func:`zoo.train.fit`: the training data's fingerprint, size, source and the wall
     #: time, so that :func:`zoo.compare.compare_models` can refuse models fitted on different data.
     fitted_on: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        # a model or guide built outside zoo.util.local_params() could not run in the zoo's calls
+        ensure_local_params(self.model)
+        ensure_local_params(self.guide)
 
     @property
     def name(self) -> str:

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager, ContextDecorator
 from typing import Any
 
-__all__ = ["local_params", "markdown_table", "unknown_choice"]
+__all__ = ["ensure_local_params", "local_params", "markdown_table", "unknown_choice"]
 
 
 class _LocalParams(ContextDecorator):
@@ -69,6 +69,35 @@ def local_params() -> AbstractContextManager:
         def my_evaluation(zm, x): ...
     """
     return _LocalParams()
+
+
+def ensure_local_params(module: Any) -> None:
+    """Give every ``PyroModule`` in ``module`` built outside :func:`local_params` the local
+    parameter state it would have been built with, so that the zoo's calls can run it.
+
+    Pyro creates that state only when the setting is on as the top-level ``PyroModule`` is
+    constructed; a net the user built (or converted) outside the zoo lacks it, and running it
+    under the setting would fail deep inside Pyro.  Its parameters stay what they are (module
+    attributes); the state is the empty one Pyro would have made.  :class:`zoo.spec.ZooModel`
+    calls it on its model and guide.
+
+    Usage::
+
+        net = PyroModule[nn.Linear](4, 2)       # built outside local_params()
+        ensure_local_params(net)                 # now the zoo's calls can run it
+    """
+    import torch
+
+    if not isinstance(module, torch.nn.Module):
+        return
+    from pyro.nn import PyroModule
+
+    for sub in module.modules():
+        # `_pyro_context` and its `param_state` are what pyro.nn.module._Context.__init__
+        # sets up under module_local_params (Pyro 1.9); there is no public way to add it later.
+        ctx = getattr(sub, "_pyro_context", None) if isinstance(sub, PyroModule) else None
+        if ctx is not None and not hasattr(ctx, "param_state"):
+            ctx.param_state = {"params": {}, "constraints": {}}
 
 
 def unknown_choice(kind: str, name: str, choices: Sequence[str]) -> ValueError:

@@ -117,3 +117,18 @@ def test_two_models_with_the_same_site_names_keep_their_own_parameters():
     assert list(pyro.get_param_store().keys()) == []
     # and each evaluates with its own noise
     assert a.evaluate(data)["nll"] < b.evaluate(scaled)["nll"]
+
+
+def test_a_zoo_model_of_modules_built_outside_the_scope_still_trains():
+    # a user's own PyroModules, built without the setting: Pyro gave them no local parameter
+    # state, which ZooModel adds (else the zoo's calls would fail inside Pyro)
+    from zoo.spec import ZooModel
+
+    data = load("digits")
+    ref = create_model("logreg", data=data)
+    model = ref.spec.build_model(ref.config, ref.info)
+    guide = ref.spec.guides[ref.guide_name](ref.config, ref.info, model)
+    zm = ZooModel(ref.spec, ref.config, ref.info, ref.guide_name, model, guide, ref.handler)
+    result = fit(zm, data, num_epochs=3, progress=False)
+    assert result.history["test_acc"].iloc[-1] > 0.6
+    assert list(pyro.get_param_store().keys()) == []
