@@ -63,6 +63,7 @@ from zoo.data import Dataset
 from zoo.evaluate import mean_net
 from zoo.models.bnn import build_net, layer_report
 from zoo.train import resolve_device
+from zoo.util import local_params
 
 #: The poster's numbers (MNIST, fully connected net).
 POSTER = [
@@ -180,6 +181,7 @@ def train_sparse_vd(
     return result.seconds - eval_seconds
 
 
+@local_params()
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     """Run both nets and write ``random_labels.csv`` (per epoch), ``random_labels.md`` (the
     poster's table, the curves, the verdict) and ``random_labels.png``."""

@@ -119,3 +119,17 @@ def test_evaluate_refuses_what_does_not_fit_with_a_clear_message():
     assert ppca.evaluate(x_test) == ppca.evaluate(ppca_data, "test") != {}
     with pytest.raises(ValueError, match="unsupervised"):
         ppca.evaluate(ppca_data.x_test, torch.zeros(len(ppca_data.x_test)))
+
+
+def test_zoo_train_prints_the_collapse_beside_the_metrics(tmp_path, capsys):
+    from zoo.cli import main
+
+    argv = ["train", "lenet300-loguniform", "--data", "digits", "--hidden", "32"]
+    argv += ["--num-epochs", "10", "--lr", "0.1", "--kl-weight", "100", "--batch-size", "64"]
+    argv += ["--kl-warmup-start", "0", "--kl-warmup-end", "0", "--eval-every", "0"]
+    argv += ["--no-plots", "--seed", "0", "--out", str(tmp_path / "run")]
+    with pytest.warns(CollapseWarning):
+        assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "WARNING: lenet300-loguniform collapsed" in out
+    assert out.index("WARNING") < out.index("sparsity")  # printed above the metrics table

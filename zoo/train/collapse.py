@@ -107,7 +107,7 @@ def _message(zm: ZooModel, acc: float, sparsity: float, chance: float, n: int, c
         f"({chance:.1%} + a {CHANCE_MARGIN:.0%} margin, {zm.info.num_classes} classes). "
         "Cause: the KL term overwhelmed the likelihood before the net learnt anything: no or "
         f"too short a KL warm-up, too high a learning rate, or too short a run{run}. "
-        "Fix: warm the KL up (kl_warmup_start=0, kl_warmup_end= a tenth of the epochs or more; "
+        "Fix: warm the KL up (kl_warmup_end at a tenth of the epochs or more; "
         "zoo.handlers.KLAnnealing.linear in a plain Pyro loop), lower lr, or train longer. "
         "Its compression counts the weights of a net that predicts a constant."
     )
