@@ -51,7 +51,8 @@ class TrainConfig:
     :param checkpoint_every: steps between checkpoints; ``None`` writes one at each epoch's end.
     :param resume: continue from ``out_dir/checkpoint.pt`` when it exists.
     :param eval_every: epochs between evaluations of the family's metrics on the test split
-        (0: never).
+        (0: never); they draw from a random state restored afterwards, so they never change
+        the fit.
     :param progress: show a tqdm progress bar.
     :param validate: ``False`` turns Pyro's argument validation off for the run (its checks of
         every distribution's arguments, trace shapes and support, at every step: a LeNet-300-100

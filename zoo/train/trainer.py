@@ -94,6 +94,11 @@ class Trainer:
     (:class:`zoo.handlers.KLAnnealing`), so it weights exactly the KL part whichever ELBO
     estimates it.  ``history`` reports ``loss / N`` per epoch.
 
+    Its methods run with Pyro's ``module_local_params`` on (:func:`zoo.util.local_params`, a
+    few microseconds per step) and leave it as they found it.  Evaluation inside the run (the
+    test metrics, ``on_epoch``, the collapse check) restores the random state after it, so the
+    same seed gives the same parameters whatever ``eval_every`` is.
+
     Building a trainer sets everything up as :func:`fit` does: it seeds Pyro, moves the model
     and data to the device, builds the ELBO, the optimizer and the scheduler, resumes from
     ``out_dir/checkpoint.pt`` when asked to, and writes ``config.json``.  :meth:`step` then
@@ -136,6 +141,8 @@ class Trainer:
     :ivar steps: optimizer steps taken so far (resumed runs included).
     :ivar steps_per_epoch: steps in one epoch.
     :ivar total_steps: steps in the whole run; :meth:`step` may go on past them.
+    :ivar anneal: the run's :class:`zoo.handlers.KLAnnealing` (the handler a plain Pyro loop
+        uses too), on the warm-up schedule of ``config``; its ``beta`` is the current step's.
     :ivar history: one dict per finished epoch.
     :ivar losses: ``-ELBO / N`` of every step this trainer took.
     """
