@@ -59,6 +59,7 @@ from zoo.elbo import make_elbo
 from zoo.models.attention import attention_parameters
 from zoo.spec import resolve_elbo
 from zoo.train import resolve_device
+from zoo.util import local_params
 
 #: method -> (mode, estimator)
 METHODS = {
@@ -360,6 +361,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+@local_params()
 def main(argv: list[str] | None = None) -> dict[str, pd.DataFrame]:
     """Run the benchmark, write ``attention.csv`` (final table), ``attention_curves.csv``,
     ``attention_grad_variance.csv``, ``attention_timing.csv``, ``attention.md`` and the attention

@@ -93,6 +93,7 @@ from zoo import TrainConfig, ZooModel, create_model, fit
 from zoo.data import Dataset
 from zoo.elbo import make_elbo
 from zoo.train import resolve_device
+from zoo.util import local_params
 
 ENTRY = "lenet300-loguniform"
 GUIDES = ("vd-layer", "vd-unit", "sparse-vd")
@@ -375,6 +376,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+@local_params()
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     """Run the benchmark, write ``grad_variance.csv``/``.md`` and return the variance table."""
     parser = _parser()

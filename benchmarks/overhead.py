@@ -63,6 +63,7 @@ from zoo.models.bnn import build_net
 from zoo.priors import LOG_ALPHA_EPS, sparse_vd_kl
 from zoo.spec import ZooModel
 from zoo.train import Trainer, grads_finite, resolve_device
+from zoo.util import local_params
 
 __all__ = ["ENTRIES", "MISSING", "Pair", "main", "time_pair"]
 
@@ -518,6 +519,7 @@ def run_entry(name: str, data: Dataset, batch: int, device: torch.device, args) 
     }
 
 
+@local_params()
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     """Time every entry at every batch size; write ``overhead.csv``/``.md``."""
     parser = argparse.ArgumentParser(

@@ -45,6 +45,7 @@ from zoo import TrainConfig, create_model, fit
 from zoo.models.bnn import build_net, export_pruned, layer_report
 from zoo.models.plots.bnn import plot
 from zoo.train import resolve_device
+from zoo.util import local_params
 
 NETS = ("lenet300", "lenet5")
 #: Molchanov et al. (2017), Table 1 (MNIST): the targets of this benchmark's format.
@@ -179,6 +180,7 @@ def train_sparse_vd(net: str, data, recipe: dict, args, dense: nn.Module | None,
     return zm, result
 
 
+@local_params()
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     """Run the benchmark and write ``sparse_vd.csv``/``.md`` (and layer reports, mask PNGs)."""
     parser = argparse.ArgumentParser(

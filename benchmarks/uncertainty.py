@@ -79,6 +79,7 @@ from zoo.evaluate import (
 )
 from zoo.spec import ZooModel
 from zoo.train import resolve_device
+from zoo.util import local_params
 
 DEFAULT_MODELS = (
     "lenet300-normal:meanfield",
@@ -231,6 +232,7 @@ def evaluate(model: Classifier, data: Dataset, args, reliability: dict) -> dict[
     return {"calibration": [calib], "ood": ood, "adversarial": adv}
 
 
+@local_params()
 def main(argv: list[str] | None = None) -> dict[str, pd.DataFrame]:
     """Train the models, evaluate them and write ``uncertainty_{calibration,ood,adversarial}``
     CSVs, ``uncertainty.md`` and ``uncertainty_reliability.png``."""

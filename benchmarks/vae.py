@@ -74,6 +74,7 @@ from zoo.models.vae import (
 )
 from zoo.spec import resolve_elbo
 from zoo.train import resolve_device
+from zoo.util import local_params
 
 LABELS = {
     "reparam": "reparameterized (Trace_ELBO)",
@@ -323,6 +324,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+@local_params()
 def main(argv: list[str] | None = None) -> dict[str, pd.DataFrame]:
     """Run the benchmark, write ``vae.csv``, ``vae_grad_variance.csv``, ``vae_final.csv`` and
     ``vae.md`` under ``--out``, and return the three tables."""

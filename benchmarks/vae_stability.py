@@ -54,6 +54,7 @@ from guides.amortized import ESTIMATORS
 from zoo import TrainConfig, Trainer, ZooModel, create_model, get_spec
 from zoo.data import Dataset
 from zoo.train import resolve_device
+from zoo.util import local_params
 
 
 def _probe(zm: ZooModel, x: torch.Tensor) -> dict[str, float]:
@@ -163,6 +164,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+@local_params()
 def main(argv: Sequence[str] | None = None) -> dict[str, pd.DataFrame]:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)

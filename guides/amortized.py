@@ -283,7 +283,8 @@ def resize_average_baseline(batch: int, site: str = "z") -> None:
     Pyro keeps one running average per position in the batch, shaped by the first batch, so a
     smaller last batch would not broadcast.  Minibatches are drawn at random, so the positions
     are exchangeable and their mean carries over to any size.  Call it outside any
-    ``PyroModule``'s forward: with ``module_local_params`` a module sees only its own store.
+    ``PyroModule``'s forward: inside the zoo's calls (``module_local_params`` on, scoped by
+    :func:`zoo.util.local_params`) a running module sees only its own store.
     """
     store = pyro.get_param_store()
     name = _AVG_BASELINE_PREFIX + site

@@ -12,19 +12,18 @@ Usage::
 The names above are loaded on first use (PEP 562), so that ``import zoo.data`` or
 ``import guides`` does not pull in every model family, the trainer and ArviZ.
 
-Importing :mod:`zoo` turns on Pyro's ``module_local_params`` setting: each ``PyroModule`` then
-keeps its parameters to itself instead of in Pyro's global parameter store, so several models
-with the same site names can live (and be compared) in one process.
+Importing :mod:`zoo` changes no global state: :func:`pyro.settings.get` is the same before and
+after.  The zoo's own calls (building, training, evaluating, comparing, exporting) turn on
+Pyro's ``module_local_params`` for their duration only (:func:`zoo.util.local_params`), so that
+each model keeps its parameters to itself and several models with the same site names can live
+(and be compared) in one process; a zoo-made model and guide also train in a plain
+``pyro.infer.SVI`` loop (see :mod:`zoo.train.trainer`).
 """
 
 from __future__ import annotations
 
 import importlib
 from typing import Any
-
-import pyro
-
-pyro.settings.set(module_local_params=True)
 
 __version__ = "0.1.0"
 

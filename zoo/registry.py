@@ -27,7 +27,7 @@ from zoo.likelihoods import Likelihood
 from zoo.models import FAMILIES, custom
 from zoo.priors import Prior
 from zoo.spec import ModelSpec, ZooModel, config_from_dict
-from zoo.util import unknown_choice
+from zoo.util import local_params, unknown_choice
 
 __all__ = [
     "create_model",
@@ -100,6 +100,7 @@ def _assemble(
     return ZooModel(spec, config, info, guide_name, model, guide_module, handler)
 
 
+@local_params()
 def create_model(
     name: str,
     *,
@@ -130,6 +131,7 @@ def create_model(
     return _assemble(spec, config, info, guide, spec.build_model(config, info))
 
 
+@local_params()
 def from_module(
     net: nn.Module | Callable[..., nn.Module] | str,
     *,
@@ -221,6 +223,7 @@ def from_module(
     return _assemble(spec, cfg, info, guide, model)
 
 
+@local_params()
 def model_from_description(
     desc: dict[str, Any],
     *,

@@ -34,9 +34,9 @@ from pyro import poutine
 from pyro.poutine import Trace
 from torch import nn
 
-from zoo.data import DataInfo, Dataset, validate_tensors
+from zoo.data import DataInfo, Dataset, as_dataset, validate_tensors
 from zoo.elbo import ELBO_NAMES
-from zoo.util import unknown_choice
+from zoo.util import ensure_local_params, local_params, unknown_choice
 
 __all__ = [
     "Hooks",
@@ -236,6 +236,11 @@ class ZooModel:
     #: time, so that :func:`zoo.compare.compare_models` can refuse models fitted on different data.
     fitted_on: dict[str, Any] | None = None
 
+    def __post_init__(self) -> None:
+        # a model or guide built outside zoo.util.local_params() could not run in the zoo's calls
+        ensure_local_params(self.model)
+        ensure_local_params(self.guide)
+
     @property
     def name(self) -> str:
         return self.spec.name
@@ -256,7 +261,27 @@ class ZooModel:
         return torch.device("cpu")
 
     def callables(self) -> tuple[Callable[..., Any], Callable[..., Any]]:
-        """Model and guide as inference runs them: inside the entry's effect handler, if any."""
+        """Model and guide as inference runs them: inside the entry's effect handler, if any.
+
+        They train in a plain Pyro loop too (the zoo changes no global Pyro setting; outside
+        its own calls the parameters go through Pyro's global store, as for any
+        ``PyroModule``):
+
+        Usage::
+
+            import pyro
+            from pyro.infer import SVI, TraceMeanField_ELBO
+            from zoo.handlers import KLAnnealing
+
+            zm = create_model("logreg", data=data)
+            model, guide = zm.callables()
+            anneal = KLAnnealing.linear(end=200)    # optional KL warm-up
+            svi = SVI(anneal(model), anneal(guide), pyro.optim.Adam({"lr": 0.01}),
+                      TraceMeanField_ELBO())
+            for step in range(600):
+                svi.step(x, y, num_data=len(x))
+                anneal.step()
+        """
         if self.handler is None:
             return self.model, self.guide
         return self.handler(self.model), self.handler(self.guide)
@@ -300,14 +325,38 @@ class ZooModel:
             "info": dataclasses.asdict(self.info),
         }
 
-    def evaluate(self, data: Dataset, split: str = "test") -> dict[str, float]:
-        """The family's metrics (its ``hooks.metrics``) on ``split`` (``"train"`` or ``"test"``)
-        of ``data``; ``{}`` for an entry without them or an empty split."""
+    @local_params()
+    def evaluate(
+        self,
+        data: Dataset | torch.Tensor | tuple[torch.Tensor, ...],
+        split: str | torch.Tensor | None = None,
+        *,
+        y: torch.Tensor | None = None,
+    ) -> dict[str, float]:
+        """The family's metrics (its ``hooks.metrics``) on a split of a dataset, or on tensors
+        taken as they come, as :func:`zoo.train.fit` takes them; ``{}`` for an entry without
+        metrics or an empty split.
+
+        Usage::
+
+            zm.evaluate(data)                   # the test split of a Dataset
+            zm.evaluate(data, "train")
+            zm.evaluate(x, y)                   # tensors (or numpy arrays), checked as fit checks
+            zm.evaluate((x, y))                 # the same, as one pair
+            zm.evaluate(x)                      # an unsupervised model's inputs
+
+        :param data: a :class:`~zoo.data.Dataset`, an input tensor, or a tuple ``(x, y)``.
+        :param split: ``"train"`` or ``"test"`` (the default) of a Dataset; with an input
+            tensor, the second positional argument is its labels.
+        :param y: labels of an input tensor.
+        :raises ValueError: for an unknown split, a split or labels beside tensors or a Dataset
+            they do not belong to, or tensors :func:`zoo.spec.check_compatible` refuses (other
+            input shape, missing labels, non-finite values, labels out of range).
+        """
+        data, split = self._evaluation_data(data, split, y)
         metrics = self.spec.hooks.metrics
         if metrics is None:
             return {}
-        if split not in ("train", "test"):
-            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
         x, y = (data.x_train, data.y_train) if split == "train" else (data.x_test, data.y_test)
         if x.shape[0] == 0:
             return {}
@@ -317,6 +366,34 @@ class ZooModel:
             return metrics(
                 self, x.to(self.device), None if y is None else y.to(self.device), **kwargs
             )
+
+    def _evaluation_data(
+        self, data: Any, split: str | torch.Tensor | None, y: torch.Tensor | None
+    ) -> tuple[Dataset, str]:
+        if isinstance(data, Dataset):
+            if y is not None or not (split is None or isinstance(split, str)):
+                raise ValueError("pass labels inside the Dataset, not as y, when data is a Dataset")
+            split = "test" if split is None else split
+            if split not in ("train", "test"):
+                raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+            return data, split
+        if isinstance(split, str):
+            raise ValueError(
+                f"split={split!r} applies to a Dataset; tensors are scored as they are given"
+            )
+        if isinstance(data, tuple):
+            if split is not None or y is not None or len(data) not in (1, 2):
+                raise ValueError("pass tensors as (x,) or (x, y), or as x and y, not both")
+            data, y = data if len(data) == 2 else (data[0], None)
+        elif split is not None:
+            if y is not None:
+                raise ValueError("labels given twice: as the second argument and as y")
+            y = split
+        if self.info.task == "unsupervised" and y is not None:
+            raise ValueError(f"{self.name} is unsupervised and takes no labels y")
+        data = as_dataset(data, y)
+        check_compatible(self, data)
+        return data, "train"
 
 
 def resolve_elbo(zm: ZooModel, config: Any = None) -> str:
@@ -365,6 +442,7 @@ def eval_batch_size(zm: ZooModel, batch_size: int | None) -> int:
     return size
 
 
+@local_params()
 def posterior_draws(
     zm: ZooModel,
     x: torch.Tensor,

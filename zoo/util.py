@@ -1,21 +1,103 @@
-"""Small helpers every layer may use: a "did you mean" error and a Markdown table.
+"""Small helpers every layer may use: a "did you mean" error, a Markdown table, and the scope
+of the zoo's Pyro settings.
 
 They sit at the bottom of the zoo's layers and import nothing of it.
 
 Usage::
 
-    from zoo.util import markdown_table, unknown_choice
+    from zoo.util import local_params, markdown_table, unknown_choice
     raise unknown_choice("model", "lenet", ["lenet300-normal", "lenet5-normal"])
     print(markdown_table(frame))
+    with local_params():                # the zoo's parameter handling, for this block only
+        net = MyPyroModule()
 """
 
 from __future__ import annotations
 
 import difflib
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, ContextDecorator
 from typing import Any
 
-__all__ = ["markdown_table", "unknown_choice"]
+__all__ = ["ensure_local_params", "local_params", "markdown_table", "unknown_choice"]
+
+
+class _LocalParams(ContextDecorator):
+    # A list, not one slot: as a decorator the same object enters again in nested calls.
+    def __init__(self) -> None:
+        self._saved: list[bool] = []
+
+    def __enter__(self) -> None:
+        import pyro.settings  # local: keeps this module (and `zoo list`) free of Pyro at import
+
+        was = pyro.settings.get("module_local_params")
+        self._saved.append(was)
+        if not was:
+            pyro.settings.set(module_local_params=True)
+
+    def __exit__(self, *exc: object) -> None:
+        import pyro.settings
+
+        if not self._saved.pop():
+            pyro.settings.set(module_local_params=False)
+
+
+def local_params() -> AbstractContextManager:
+    """Pyro's ``module_local_params`` setting, on for a block or a function only: a context
+    manager that also works as a decorator (``@local_params()``), and restores the setting as
+    it found it on the way out, exceptions included.
+
+    Inside it, every ``PyroModule`` keeps its parameters to itself instead of in Pyro's global
+    parameter store, so several models with the same site names (``noise``, ``fc1.weight``...)
+    live side by side in one process.  Pyro decides this when the top-level ``PyroModule`` is
+    constructed (its sub-modules share that context) *and* each time it runs, so the zoo scopes
+    both: building (:func:`zoo.create_model`) and every call that runs a model (training,
+    evaluation, comparison, export).  Outside them nothing is changed: importing :mod:`zoo`
+    leaves :func:`pyro.settings.get` as it was, and a zoo-made model and guide train in a plain
+    ``pyro.infer.SVI`` loop through the global store like any ``PyroModule`` (see
+    :mod:`zoo.train.trainer`).  Entering and leaving cost a few microseconds, next to the
+    milliseconds of a training step.
+
+    Usage::
+
+        from zoo.util import local_params
+        with local_params():
+            zm = build_my_model()           # constructed with a local parameter state
+            zm.model(x)                     # and run with it
+
+        @local_params()
+        def my_evaluation(zm, x): ...
+    """
+    return _LocalParams()
+
+
+def ensure_local_params(module: Any) -> None:
+    """Give every ``PyroModule`` in ``module`` built outside :func:`local_params` the local
+    parameter state it would have been built with, so that the zoo's calls can run it.
+
+    Pyro creates that state only when the setting is on as the top-level ``PyroModule`` is
+    constructed; a net the user built (or converted) outside the zoo lacks it, and running it
+    under the setting would fail deep inside Pyro.  Its parameters stay what they are (module
+    attributes); the state is the empty one Pyro would have made.  :class:`zoo.spec.ZooModel`
+    calls it on its model and guide.
+
+    Usage::
+
+        net = PyroModule[nn.Linear](4, 2)       # built outside local_params()
+        ensure_local_params(net)                 # now the zoo's calls can run it
+    """
+    import torch
+
+    if not isinstance(module, torch.nn.Module):
+        return
+    from pyro.nn import PyroModule
+
+    for sub in module.modules():
+        # `_pyro_context` and its `param_state` are what pyro.nn.module._Context.__init__
+        # sets up under module_local_params (Pyro 1.9); there is no public way to add it later.
+        ctx = getattr(sub, "_pyro_context", None) if isinstance(sub, PyroModule) else None
+        if ctx is not None and not hasattr(ctx, "param_state"):
+            ctx.param_state = {"params": {}, "constraints": {}}
 
 
 def unknown_choice(kind: str, name: str, choices: Sequence[str]) -> ValueError:

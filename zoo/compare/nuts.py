@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from zoo.compare.arviz_adapter import mcmc_diagnostics, mcmc_inference_data, record_warnings
 from zoo.compare.vi import base_distribution
+from zoo.util import local_params
 
 if TYPE_CHECKING:
     import torch
@@ -72,6 +73,7 @@ class NUTSReference:
         return "nuts"
 
 
+@local_params()
 def check_nuts_model(
     zm: ZooModel, x: torch.Tensor, y: torch.Tensor | None, max_latent_dim: int = 5000
 ) -> None:
@@ -108,6 +110,7 @@ def check_nuts_model(
         )
 
 
+@local_params()
 def nuts_reference(
     zm: ZooModel,
     data: Dataset | torch.Tensor,

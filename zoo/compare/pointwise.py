@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from zoo.compare.arviz_adapter import inference_data
+from zoo.util import local_params
 
 if TYPE_CHECKING:
     import torch
@@ -74,6 +75,7 @@ def log_likelihood_hook(zm: ZooModel) -> Callable[..., PointwiseDraws]:
     return hook
 
 
+@local_params()
 def pointwise_draws(
     zm: ZooModel,
     x: torch.Tensor,

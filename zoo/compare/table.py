@@ -46,6 +46,7 @@ from zoo.compare.pointwise import (
     pointwise_draws,
 )
 from zoo.compare.vi import DiagnosticUndefined, VIDiagnostic, vi_diagnostic
+from zoo.util import local_params
 
 if TYPE_CHECKING:
     import torch
@@ -210,6 +211,7 @@ def warnings_cell(result: ElpdResult, vi_khat: float, nuts: NUTSReference | None
     return "; ".join(parts)
 
 
+@local_params()
 def compare_models(
     models: Mapping[str, Any] | Sequence[Any],
     data: Dataset | torch.Tensor,

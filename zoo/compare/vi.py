@@ -25,6 +25,7 @@ import numpy as np
 
 from zoo.compare.arviz_adapter import khat_verdict, psis_khat
 from zoo.compare.pointwise import check_num_samples
+from zoo.util import local_params
 
 if TYPE_CHECKING:
     import torch
@@ -108,6 +109,7 @@ def _global_latents(zm: ZooModel, x: torch.Tensor, y: torch.Tensor | None):
     return latents
 
 
+@local_params()
 def vi_diagnostic(
     zm: ZooModel,
     data: Dataset | torch.Tensor,

@@ -8,7 +8,7 @@
 Both sit below the guides and the models: neither imports anything of the zoo but the other.
 """
 
-from zoo.handlers.anneal import KLAnnealing
+from zoo.handlers.anneal import KLAnnealing, linear_warmup
 from zoo.handlers.lrt import LocalReparameterization
 
-__all__ = ["KLAnnealing", "LocalReparameterization"]
+__all__ = ["KLAnnealing", "LocalReparameterization", "linear_warmup"]

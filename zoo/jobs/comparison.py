@@ -28,7 +28,7 @@ from zoo.jobs.runs import checkpoint_data, from_checkpoint, load_data
 from zoo.registry import create_model, get_spec
 from zoo.spec import ZooModel
 from zoo.train import describe_machine, fit, resolve_device
-from zoo.util import markdown_table, unknown_choice
+from zoo.util import local_params, markdown_table, unknown_choice
 
 if TYPE_CHECKING:
     from zoo.compare import ComparisonResult, NUTSReference
@@ -339,6 +339,7 @@ def _train_step(
     return _train_models(built, dataset, dev, seed, num_epochs, progress), dataset, nuts
 
 
+@local_params()
 def compare_main(
     models: Sequence[str] | None = None,
     data: str | None = None,

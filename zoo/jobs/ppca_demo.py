@@ -21,9 +21,10 @@ import pandas as pd
 from zoo.jobs.runs import load_data
 from zoo.registry import create_model
 from zoo.train import fit
-from zoo.util import markdown_table
+from zoo.util import local_params, markdown_table
 
 
+@local_params()
 def demo(
     data: str = "digits",
     data_dir: str | None = None,

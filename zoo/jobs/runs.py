@@ -27,6 +27,7 @@ from zoo.models.custom import is_net_reference
 from zoo.registry import create_model, from_module, get_spec, list_models, model_from_description
 from zoo.spec import ZooModel, resolve_elbo
 from zoo.train import TrainConfig, fit, load_checkpoint, resolve_device
+from zoo.util import local_params
 
 
 def load_data(
@@ -168,6 +169,7 @@ def list_job(family: str | None = None) -> int:
     return 0
 
 
+@local_params()
 def train_job(
     name: str,
     guide: str,
@@ -236,11 +238,14 @@ def train_job(
         f"{result.steps} steps in {result.seconds:.1f}s on {result.device}; "
         f"checkpoint {result.checkpoint}"
     )
+    if result.collapsed:  # also warned (CollapseWarning); said again beside the metrics
+        print(f"WARNING: {result.collapse}")
     print_metrics(metrics)
     write_report(zm, out)
     return 0
 
 
+@local_params()
 def evaluate_job(
     checkpoint: str,
     data: str | None = None,
@@ -282,6 +287,7 @@ def evaluate_job(
     return 0
 
 
+@local_params()
 def export_job(checkpoint: str, out: str, force: bool = False) -> int:
     """``zoo export``: write the deterministic network of a checkpoint as a state dict.
 

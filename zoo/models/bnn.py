@@ -47,6 +47,7 @@ from zoo.models.weights import mean_net_outputs, pointwise_log_likelihood, predi
 from zoo.plates import check_input, data_plate
 from zoo.priors import LogUniform, Normal, Prior, deterministic_layers, layer_type, weight_sites
 from zoo.spec import Hooks, ModelSpec, ZooModel
+from zoo.util import local_params
 
 __all__ = [
     "ARCHS",
@@ -259,6 +260,7 @@ def check_outputs(net: nn.Module, info: DataInfo, features: int) -> None:
         )
 
 
+@local_params()
 def pruned_state_dict(zm: ZooModel, threshold: float | None = None) -> dict[str, torch.Tensor]:
     """The state dict of :meth:`BNN.plain_net` holding the pruned posterior means.
 
@@ -272,6 +274,7 @@ def pruned_state_dict(zm: ZooModel, threshold: float | None = None) -> dict[str,
     return state
 
 
+@local_params()
 def export_pruned(zm: ZooModel, threshold: float | None = None) -> nn.Module:
     """The deterministic network with the pruned posterior means, a plain ``nn.Module``."""
     net = zm.model.plain_net().to(zm.device)
@@ -286,6 +289,7 @@ def _classification_metrics(logp: torch.Tensor, y: torch.Tensor, prefix: str) ->
     }
 
 
+@local_params()
 def metrics(zm: ZooModel, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
     """Accuracy/NLL (or RMSE/NLL) of the pruned mean net and of the MC predictive, sparsity.
 
@@ -356,6 +360,7 @@ def _deterministic_rows(zm: ZooModel) -> list[dict]:
     return rows
 
 
+@local_params()
 @torch.no_grad()
 def layer_report(zm: ZooModel, threshold: float | None = None) -> pd.DataFrame:
     """Per layer: weights, kept weights, sparsity %, compression ``|W|/|W≠0|``, dropout rate.

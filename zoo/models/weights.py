@@ -22,6 +22,7 @@ from pyro import poutine
 from guides.dropout import WeightGuide
 from zoo.likelihoods import ClassLikelihood, class_probs
 from zoo.spec import PointwiseDraws, ZooModel, posterior_draws
+from zoo.util import local_params
 
 __all__ = ["mean_net_outputs", "pointwise_log_likelihood", "predict", "weight_guide"]
 
@@ -41,6 +42,7 @@ def _batches(x: torch.Tensor, size: int):
         yield x[start : start + size]
 
 
+@local_params()
 @torch.no_grad()
 def predict(zm: ZooModel, x: torch.Tensor, num_samples: int | None = None) -> torch.Tensor:
     """Network outputs for ``num_samples`` posterior draws, shape ``(S, N, ...)``.
@@ -52,6 +54,7 @@ def predict(zm: ZooModel, x: torch.Tensor, num_samples: int | None = None) -> to
     return posterior_draws(zm, x, num_samples, lambda trace: trace.nodes["_RETURN"]["value"])
 
 
+@local_params()
 @torch.no_grad()
 def mean_net_outputs(zm: ZooModel, x: torch.Tensor, threshold: float | None = None) -> torch.Tensor:
     """Outputs of the model with its weights fixed at the pruned posterior means."""
@@ -73,6 +76,7 @@ def _guide_draws(zm: ZooModel, x: torch.Tensor, num_samples: int):
         }
 
 
+@local_params()
 @torch.no_grad()
 def pointwise_log_likelihood(
     zm: ZooModel,

@@ -14,7 +14,9 @@ applied by scaling every latent sample site in both model and guide, so it weigh
 KL part whichever ELBO estimates it.  ``history`` reports ``loss / N`` per epoch.
 
 The package: :mod:`zoo.train.config` (:class:`TrainConfig`, :class:`FitResult`,
-:class:`DivergenceError`), :mod:`zoo.train.checkpoint` (atomic saves, random states,
+:class:`DivergenceError`), :mod:`zoo.train.collapse` (:func:`check_collapse`, the
+:class:`CollapseWarning` :func:`fit` gives a run that pruned every weight and learnt nothing),
+:mod:`zoo.train.checkpoint` (atomic saves, random states,
 :func:`load_checkpoint` and the checks before resuming), :mod:`zoo.train.device`
 (:func:`resolve_device`, :func:`describe_machine`) and :mod:`zoo.train.trainer`
 (:class:`Trainer`, :func:`fit`, :func:`grads_finite`).
@@ -33,6 +35,7 @@ Usage::
 """
 
 from zoo.train.checkpoint import CHECKPOINT_NAME, CHECKPOINT_VERSION, METRICS_NAME, load_checkpoint
+from zoo.train.collapse import CollapseWarning, check_collapse
 from zoo.train.config import DivergenceError, FitResult, TrainConfig
 from zoo.train.device import describe_machine, resolve_device
 from zoo.train.trainer import Trainer, fit, grads_finite
@@ -41,10 +44,12 @@ __all__ = [
     "CHECKPOINT_NAME",
     "CHECKPOINT_VERSION",
     "METRICS_NAME",
+    "CollapseWarning",
     "DivergenceError",
     "FitResult",
     "TrainConfig",
     "Trainer",
+    "check_collapse",
     "describe_machine",
     "fit",
     "grads_finite",

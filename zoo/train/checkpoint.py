@@ -20,7 +20,7 @@ import dataclasses
 import os
 import random
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ __all__ = [
     "atomic_write_text",
     "check_resumable",
     "load_checkpoint",
+    "rng_preserved",
     "rng_state",
     "set_rng_state",
 ]
@@ -70,6 +71,27 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
     random.setstate((version, tuple(internal), gauss))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@contextlib.contextmanager
+def rng_preserved() -> Iterator[None]:
+    """Run a block without touching the random streams: every state :func:`rng_state` holds
+    (torch's, Python's, each CUDA device's) is restored on exit, exceptions included.
+
+    The trainer evaluates, runs ``on_epoch`` and checks for collapse inside it, so whatever
+    those draw (Monte-Carlo predictions, guide samples) comes from a stream that training never
+    sees: the same seed gives bit-identical parameters whatever ``eval_every`` is.
+
+    Usage::
+
+        with rng_preserved():
+            zm.evaluate(data, "test")       # draws, then the stream is put back
+    """
+    state = rng_state()
+    try:
+        yield
+    finally:
+        set_rng_state(state)
 
 
 def atomic_save(obj: Any, path: Path) -> None:

@@ -51,7 +51,8 @@ class TrainConfig:
     :param checkpoint_every: steps between checkpoints; ``None`` writes one at each epoch's end.
     :param resume: continue from ``out_dir/checkpoint.pt`` when it exists.
     :param eval_every: epochs between evaluations of the family's metrics on the test split
-        (0: never).
+        (0: never); they draw from a random state restored afterwards, so they never change
+        the fit.
     :param progress: show a tqdm progress bar.
     :param validate: ``False`` turns Pyro's argument validation off for the run (its checks of
         every distribution's arguments, trace shapes and support, at every step: a LeNet-300-100
@@ -165,6 +166,10 @@ class FitResult:
     :ivar checkpoint: the final checkpoint, or ``None`` without ``out_dir``.
     :ivar losses: the loss per example, ``-ELBO / N`` at the step's ``beta``, of each step that
         this call (the trainer, for :meth:`~zoo.train.Trainer.run`) took.
+    :ivar collapse: the diagnosis, cause and fix of a collapsed run (nearly every weight pruned,
+        training accuracy at chance: :mod:`zoo.train.collapse`), also warned as a
+        :class:`~zoo.train.CollapseWarning`; ``None`` for a healthy run or where the check
+        does not apply.
     """
 
     history: pd.DataFrame
@@ -173,3 +178,9 @@ class FitResult:
     device: torch.device
     checkpoint: Path | None = None
     losses: list[float] = field(default_factory=list)
+    collapse: str | None = None
+
+    @property
+    def collapsed(self) -> bool:
+        """Whether the run collapsed (:attr:`collapse` holds why and what to do)."""
+        return self.collapse is not None

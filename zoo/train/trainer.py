@@ -48,11 +48,14 @@ from zoo.train.checkpoint import (
     atomic_write_text,
     check_resumable,
     load_checkpoint,
+    rng_preserved,
     rng_state,
     set_rng_state,
 )
+from zoo.train.collapse import CollapseWarning, check_collapse
 from zoo.train.config import DivergenceError, FitResult, TrainConfig
 from zoo.train.device import resolve_device
+from zoo.util import local_params
 
 __all__ = ["Trainer", "fit", "grads_finite"]
 
@@ -68,9 +71,12 @@ def grads_finite(params: list[torch.Tensor]) -> bool:
 
 
 def _evaluate_test(zm: ZooModel, data: Dataset) -> dict[str, float]:
+    # Evaluation draws (guide samples, MC predictions) from a stream put back afterwards: the
+    # same seed gives the same parameters whatever eval_every is.
     zm.eval()
     try:
-        metrics = zm.evaluate(data, "test")
+        with rng_preserved():
+            metrics = zm.evaluate(data, "test")
     finally:
         zm.train()
     return {f"test_{k}": float(v) for k, v in metrics.items()}
@@ -87,6 +93,11 @@ class Trainer:
     is applied by scaling every latent sample site in both model and guide
     (:class:`zoo.handlers.KLAnnealing`), so it weights exactly the KL part whichever ELBO
     estimates it.  ``history`` reports ``loss / N`` per epoch.
+
+    Its methods run with Pyro's ``module_local_params`` on (:func:`zoo.util.local_params`, a
+    few microseconds per step) and leave it as they found it.  Evaluation inside the run (the
+    test metrics, ``on_epoch``, the collapse check) restores the random state after it, so the
+    same seed gives the same parameters whatever ``eval_every`` is.
 
     Building a trainer sets everything up as :func:`fit` does: it seeds Pyro, moves the model
     and data to the device, builds the ELBO, the optimizer and the scheduler, resumes from
@@ -130,10 +141,13 @@ class Trainer:
     :ivar steps: optimizer steps taken so far (resumed runs included).
     :ivar steps_per_epoch: steps in one epoch.
     :ivar total_steps: steps in the whole run; :meth:`step` may go on past them.
+    :ivar anneal: the run's :class:`zoo.handlers.KLAnnealing` (the handler a plain Pyro loop
+        uses too), on the warm-up schedule of ``config``; its ``beta`` is the current step's.
     :ivar history: one dict per finished epoch.
     :ivar losses: ``-ELBO / N`` of every step this trainer took.
     """
 
+    @local_params()
     def __init__(
         self,
         zm: ZooModel,
@@ -213,7 +227,9 @@ class Trainer:
             vectorize_particles=config.vectorize_particles,
             max_plate_nesting=zm.spec.max_plate_nesting,
         )
-        self.anneal = KLAnnealing()
+        # The public handler, on the run's schedule: the warm-up in epochs, counted in steps.
+        per_epoch = self.steps_per_epoch
+        self.anneal = KLAnnealing(schedule=lambda step: config.beta(step / per_epoch))
         model, guide = zm.callables()
         if config.kl_warmup_end > 0 or config.kl_weight != 1.0:
             model, guide = self.anneal(model), self.anneal(guide)
@@ -251,6 +267,7 @@ class Trainer:
 
     # ------------------------------------------------------------------------- checkpoints
 
+    @local_params()
     def resume(self, path: str | Path | None = None) -> None:
         """Continue from a checkpoint: the model's, optimizer's and scheduler's state, every
         random state, the step, the history and the unfinished epoch's loss.
@@ -349,6 +366,7 @@ class Trainer:
             xb, yb = self.batch_transform(self.zm, xb, yb)
         return xb, yb
 
+    @local_params()
     def backward(self, xb: torch.Tensor, yb: torch.Tensor | None) -> float:
         """Set ``beta``, zero the gradients, and compute the loss of the minibatch ``(xb, yb)``
         (``-ELBO``, not divided by ``N``) and its gradients: the ELBO's ``loss_and_grads``, or
@@ -358,7 +376,7 @@ class Trainer:
             on) a distribution refused its parameters; nothing is updated then.
         """
         epoch, pos = divmod(self.steps, self.steps_per_epoch)
-        self.anneal.beta = self.config.beta(self.steps / self.steps_per_epoch)
+        self.anneal.set_step(self.steps)
         self.optimizer.zero_grad(set_to_none=True)
         what = None
         try:
@@ -416,6 +434,7 @@ class Trainer:
                 self.post_step(self.zm)
         self.steps += 1
 
+    @local_params()
     def step(self) -> float:
         """One optimizer step, exactly as :meth:`run` takes it: :meth:`next_batch`,
         :meth:`backward` and :meth:`update` under the run's validation setting.  The loss joins
@@ -436,6 +455,7 @@ class Trainer:
 
     # ------------------------------------------------------------------------------ epochs
 
+    @local_params()
     def fit_epoch(self) -> dict[str, float]:
         """Take the steps to the end of the current epoch, then add its history row (with the
         test metrics every ``eval_every`` epochs and ``on_epoch``'s), write ``metrics.csv`` and
@@ -478,7 +498,7 @@ class Trainer:
         if self.on_epoch is not None:
             self.zm.eval()
             try:
-                with torch.no_grad():
+                with torch.no_grad(), rng_preserved():
                     row.update(self.on_epoch(self.zm))
             finally:
                 self.zm.train()
@@ -489,6 +509,7 @@ class Trainer:
             self.write_metrics()
         return row
 
+    @local_params()
     def run(self) -> FitResult:
         """Train to the end of the last epoch (from where a resumed run stopped), with a
         progress bar, and record what the model was fitted on in ``zm.fitted_on``.
@@ -515,6 +536,12 @@ class Trainer:
             self._bar.close()
             self._bar = None
         seconds = time.perf_counter() - started
+        collapse = None
+        if self.is_main:
+            with rng_preserved():
+                collapse = check_collapse(self.zm, self.data, self.config)
+        if collapse is not None:
+            warnings.warn(collapse, CollapseWarning, stacklevel=3)
         self.zm.fitted_on = {
             "fingerprint": self.fingerprint,
             "num_train": self.num_data,
@@ -528,6 +555,7 @@ class Trainer:
             device=self.device,
             checkpoint=self.checkpoint_path,
             losses=list(self.losses),
+            collapse=collapse,
         )
 
 
