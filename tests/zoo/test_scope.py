@@ -107,13 +107,16 @@ def test_two_models_with_the_same_site_names_keep_their_own_parameters():
     kw = dict(num_epochs=30, lr=0.03, progress=False, eval_every=0)
     a = create_model("mlp-regressor-normal", data=data, seed=0)
     b = create_model("mlp-regressor-normal", data=scaled, seed=0)
-    assert a.model.noise_unconstrained is not b.model.noise_unconstrained
+    assert a.model.likelihood.noise_unconstrained is not b.model.likelihood.noise_unconstrained
     fit(a, data, **kw)
-    noise_a = a.model.noise.detach().clone()
+    noise_a = a.model.likelihood.noise.detach().clone()
     fit(b, scaled, **kw)
     # b's run neither read nor moved a's noise, and nothing went to the global store
-    assert torch.equal(a.model.noise.detach(), noise_a)
-    assert b.model.noise.item() > 3 * noise_a.item(), (noise_a.item(), b.model.noise.item())
+    assert torch.equal(a.model.likelihood.noise.detach(), noise_a)
+    assert b.model.likelihood.noise.item() > 3 * noise_a.item(), (
+        noise_a.item(),
+        b.model.likelihood.noise.item(),
+    )
     assert list(pyro.get_param_store().keys()) == []
     # and each evaluates with its own noise
     assert a.evaluate(data)["nll"] < b.evaluate(scaled)["nll"]
