@@ -158,6 +158,17 @@ class Trainer:
         on_epoch: Callable[[ZooModel], Mapping[str, float]] | None = None,
         **overrides: Any,
     ) -> None:
+        if not isinstance(zm, ZooModel):
+            hint = (
+                "; make a network Bayesian first: zoo.from_module(net, data=data, prior=..., "
+                "guide=...)"
+                if isinstance(zm, torch.nn.Module)
+                else ""
+            )
+            raise TypeError(
+                f"fit takes a ZooModel (from zoo.create_model or zoo.from_module), got a "
+                f"{type(zm).__name__}{hint}"
+            )
         data = as_dataset(data, y)
         if config is None:
             config = TrainConfig(**{**zm.spec.training_defaults(zm.config), **overrides})

@@ -185,3 +185,41 @@ def test_uncertainty_scores_take_a_bernoulli_net():
     mi = mutual_information(draws)
     assert (mi >= -1e-6).all() and (mi <= torch.log(torch.tensor(2.0)) + 1e-6).all()
     assert mi.max() > 1e-3  # the draws differ: init_scale 0.3 is no point mass
+
+
+def test_fit_on_a_plain_module_points_to_from_module():
+    with pytest.raises(TypeError, match=r"got a Sequential; make a network Bayesian first"):
+        zoo.fit(nn.Sequential(nn.Linear(6, 3)), _data())
+
+
+def test_layers_selector_is_recorded_and_the_rest_stays_deterministic(tmp_path):
+    """layers=nn.Conv1d makes only the convolution Bayesian; the head stays a point estimate,
+    reported apart; the checkpoint records the chosen names, so a rebuild chooses the same."""
+    from zoo.models.bnn import layer_report
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 2, 8, generator=gen)
+    data = from_tensors(x, (x[:, 0, :4].sum(-1) > 0).long())
+
+    def make_net():
+        return nn.Sequential(
+            nn.Conv1d(2, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(32, 2)
+        )
+
+    zm = zoo.from_module(make_net, data=data, layers=nn.Conv1d, seed=0)
+    assert zm.config.layers == ("0",)
+    assert zm.guide.site_names == ["net.0.weight"]
+    report = layer_report(zm)
+    assert list(report["layer"]) == [
+        "net.0.weight",
+        "net.3",
+        "total (deterministic, not counted)",
+        "total (Bayesian weights)",
+    ]
+    assert int(report["weights"].iloc[-1]) == 4 * 2 * 3
+    assert int(report["weights"].iloc[1]) == 32 * 2 + 2  # the Linear head's weight and bias
+    zoo.fit(zm, data, config=_config(tmp_path, num_epochs=1))
+    rebuilt, _ = from_checkpoint(str(tmp_path), net=make_net)
+    assert rebuilt.guide.site_names == ["net.0.weight"]
+    with pytest.raises(ValueError, match=r"pattern 'head\*' matches no Linear or Conv1d/2d/3d layer.*0 \(Conv1d\)"):
+        zoo.from_module(make_net, data=data, layers=["head*"])
