@@ -30,7 +30,7 @@ from typing import Any
 import zoo.data as zdata
 import zoo.jobs as jobs
 from zoo.likelihoods import LIKELIHOODS
-from zoo.models import custom
+from zoo.models import bnn, custom
 from zoo.registry import get_spec, list_models
 from zoo.spec import config_from_dict
 from zoo.train import DivergenceError, TrainConfig
@@ -188,12 +188,12 @@ def _own_train_parser(ref: str) -> tuple[argparse.ArgumentParser, list[str], lis
         prog=f"zoo train {ref}",
         description="Train a user's network made Bayesian (zoo.from_module): the function "
         f"{ref} builds it (called with the data's DataInfo if it takes an argument). "
-        f"Reference: {custom.REFERENCE}",
+        f"Reference: {bnn.REFERENCE}",
     )
     parser.add_argument(
         "--guide",
         default=None,
-        choices=sorted(custom.GUIDES),
+        choices=sorted(bnn.GUIDES),
         help="variational family (default: sparse-vd for the log-uniform prior, meanfield for "
         "the normal one)",
     )
