@@ -279,8 +279,8 @@ def load(
         info = dataclasses.replace(info, input_shape=shape, image_shape=image)
     x_train, y_train, x_test, y_test, extras = check_parts(parts, info.task, info.num_classes)
     source_kwargs = dict(params)
-    if data_dir is not None:
-        source_kwargs["data_dir"] = os.fspath(data_dir)
+    if data_dir is not None:  # absolute: a checkpoint reloads it from any working folder
+        source_kwargs["data_dir"] = os.path.abspath(os.fspath(data_dir))
     return Dataset(
         name=key,
         x_train=x_train,

@@ -81,6 +81,26 @@ def checkpoint_data(
         ) from None
 
 
+def check_same_data(checkpoint: str, ckpt: Mapping[str, Any], dataset: zdata.Dataset) -> None:
+    """Refuse reloaded data whose training split is not the one the checkpoint was trained on
+    (its recorded fingerprint): other IDX files put in the same folder, say.
+
+    :raises ValueError: naming the data's source and both fingerprints.
+    """
+    recorded = ckpt.get("data_fingerprint")
+    if recorded is None:  # written before checkpoints recorded it
+        return
+    supervised = ckpt["model"]["info"]["task"] != "unsupervised"
+    now = zdata.fingerprint(dataset.x_train, dataset.y_train if supervised else None)
+    if now != recorded:
+        where = dataset.source.get("kwargs", {}).get("data_dir") or dataset.source.get("name")
+        raise ValueError(
+            f"{checkpoint} was trained on other data than {dataset.name} holds now ({where}): "
+            f"training split fingerprint {recorded} recorded, {now} now; pass --data to "
+            "evaluate on other data"
+        )
+
+
 def describe_file_data(dataset: zdata.Dataset) -> str | None:
     """One line on data read from a file: its path, the task (inferred or given), the classes
     when renumbered and the content's fingerprint; ``None`` for other data."""
@@ -271,6 +291,7 @@ def evaluate_job(
         dataset = load_data(data, data_dir, options=data_options)
     elif ckpt["data"]:
         dataset = checkpoint_data(checkpoint, ckpt["data"], data_dir, data_options or {})
+        check_same_data(checkpoint, ckpt, dataset)
     else:
         raise ValueError("this checkpoint was trained on user tensors: pass --data to evaluate it")
     zm.to(resolve_device(device)).eval()

@@ -402,7 +402,9 @@ def layer_report(zm: ZooModel, threshold: float | None = None) -> pd.DataFrame:
 
 
 def _build(config: BNNConfig, info: DataInfo) -> BNN:
-    likelihood = make_likelihood(None, info, noise=config.init_noise)
+    # the regressor's noise starts at the config's; BNN checks the task and picks the rest
+    regress = info.task == "regression"
+    likelihood = make_likelihood("normal", info, noise=config.init_noise) if regress else None
     return BNN(lambda: build_net(config, info), config.make_prior(), info, likelihood=likelihood)
 
 
