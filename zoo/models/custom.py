@@ -105,7 +105,10 @@ def net_reference(factory: Callable[..., nn.Module]) -> str:
     """``"module:qualname"`` of a function defined at the top level of an importable module
     (``"/abs/path/file.py:qualname"`` for a script run as ``__main__``), or ``""`` when it has
     no such name: a lambda, a closure, a function typed into an interactive session or a
-    notebook, or one of a module that was not imported from a file."""
+    notebook, or one of a module that was not imported from a file.
+
+    A script's reference loads the script again as a module (:func:`load_factory`), so its
+    training code belongs under ``if __name__ == "__main__":``, as usual for importable files."""
     qualname = getattr(factory, "__qualname__", "")
     name = getattr(factory, "__module__", None)
     module = sys.modules.get(name) if name else None
