@@ -10,6 +10,7 @@ Usage::
     zoo list
     zoo train ppca --latent-dim 5 --num-epochs 50 --out runs/ppca
     zoo train ppca --out runs/ppca --resume        # continue an interrupted run
+    zoo train ppca --out runs/ppca --force         # start over, overwriting that run
     zoo evaluate runs/ppca/checkpoint.pt
     zoo train logreg --data my.csv --target label --test-fraction 0.25 --out runs/mine
     zoo evaluate runs/mine          # reloads my.csv, refuses it if its content has changed
@@ -35,8 +36,9 @@ from zoo.registry import get_spec, list_models
 from zoo.spec import config_from_dict
 from zoo.train import DivergenceError, TrainConfig
 
-# train flags handled by hand: --out, --resume
-_TRAIN_SKIP = ("out_dir", "resume")
+# train flags handled by hand: --out, --resume, --force
+_TRAIN_SKIP = ("out_dir", "resume", "force")
+_FORCE_HELP = "overwrite a run already in OUT (without it, and without --resume, it is refused)"
 
 
 def _param_docs(cls: type) -> dict[str, str]:
@@ -175,6 +177,7 @@ def _train_parser(name: str) -> tuple[argparse.ArgumentParser, list[str], list[s
         action="store_true",
         help="continue from OUT/checkpoint.pt with the same settings",
     )
+    parser.add_argument("--force", action="store_true", help=_FORCE_HELP)
     parser.add_argument("--no-plots", action="store_true", help="skip the PNGs")
     model_fields = _add_dataclass_flags(parser, spec.config, f"{name} model options")
     train_default = TrainConfig(**spec.training_defaults())
@@ -212,6 +215,7 @@ def _own_train_parser(ref: str) -> tuple[argparse.ArgumentParser, list[str], lis
         "--out", default=f"runs/{label}", help="output folder (default: %(default)s)"
     )
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    parser.add_argument("--force", action="store_true", help=_FORCE_HELP)
     parser.add_argument("--no-plots", action="store_true", help="skip the PNGs")
     model_fields = _add_dataclass_flags(
         parser, custom.ModuleConfig(), "model options", ("net", "likelihood")
@@ -232,7 +236,10 @@ def _cmd_train(argv: list[str]) -> int:
         model_cfg["layers"] = list(model_cfg.get("layers") or ()) or None
         values = vars(args)
         train_cfg = TrainConfig(
-            **{k: values[k] for k in train_fields}, out_dir=args.out, resume=args.resume
+            **{k: values[k] for k in train_fields},
+            out_dir=args.out,
+            resume=args.resume,
+            force=args.force,
         )
         return jobs.train_job(
             name,
@@ -256,7 +263,10 @@ def _cmd_train(argv: list[str]) -> int:
         args = parser.parse_args(argv[1:])
     values = vars(args)
     train_cfg = TrainConfig(
-        **{k: values[k] for k in train_fields}, out_dir=args.out, resume=args.resume
+        **{k: values[k] for k in train_fields},
+        out_dir=args.out,
+        resume=args.resume,
+        force=args.force,
     )
     return jobs.train_job(
         name,
@@ -378,6 +388,7 @@ def _demo_parser(sub: Any) -> None:
     )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--out", default="runs/demo", help="output folder (default: %(default)s)")
+    p.add_argument("--force", action="store_true", help="overwrite results already in --out")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
 
 
@@ -436,11 +447,22 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "demo":
         return jobs.demo_job(
-            args.data, args.data_dir, args.num_epochs, args.device, args.out, args.seed
+            args.data, args.data_dir, args.num_epochs, args.device, args.out, args.seed, args.force
         )
     # `zoo train NAME` is handled by main(); this is `zoo train` with a flag but no name
     _parser().parse_args(["train", "--help"])
     return 2
+
+
+def _error_text(exc: Exception) -> str:
+    """One line for the user: an ``OSError`` (a read-only folder, a parent that is a file, a
+    file that cannot be read) as ``PATH: reason``, anything else as its message."""
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        where = str(exc.filename)
+        if exc.filename2 is not None:
+            where += f" -> {exc.filename2}"
+        return f"{where}: {exc.strerror}"
+    return str(exc)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -455,8 +477,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DivergenceError as exc:
         print(f"zoo: {exc}", file=sys.stderr)
         return 3
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"zoo: error: {exc}", file=sys.stderr)
+    except (ValueError, OSError) as exc:
+        print(f"zoo: error: {_error_text(exc)}", file=sys.stderr)
         return 2
 
 

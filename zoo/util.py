@@ -1,11 +1,12 @@
-"""Small helpers every layer may use: a "did you mean" error, a Markdown table, and the scope
-of the zoo's Pyro settings.
+"""Small helpers every layer may use: a "did you mean" error, a Markdown table, the scope of
+the zoo's Pyro settings, and the check of a configuration's numbers.
 
 They sit at the bottom of the zoo's layers and import nothing of it.
 
 Usage::
 
-    from zoo.util import local_params, markdown_table, unknown_choice
+    from zoo.util import check_numbers, local_params, markdown_table, unknown_choice
+    check_numbers(config)               # in a config dataclass's __post_init__
     raise unknown_choice("model", "lenet", ["lenet300-normal", "lenet5-normal"])
     print(markdown_table(frame))
     with local_params():                # the zoo's parameter handling, for this block only
@@ -14,12 +15,24 @@ Usage::
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import functools
+import math
+import numbers
+import types
+import typing
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, ContextDecorator
 from typing import Any
 
-__all__ = ["ensure_local_params", "local_params", "markdown_table", "unknown_choice"]
+__all__ = [
+    "check_numbers",
+    "ensure_local_params",
+    "local_params",
+    "markdown_table",
+    "unknown_choice",
+]
 
 
 class _LocalParams(ContextDecorator):
@@ -118,3 +131,77 @@ def markdown_table(frame: Any) -> str:
         "| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)
     ]
     return "\n".join(lines) + "\n"
+
+
+@functools.cache
+def _number_fields(cls: type) -> tuple[tuple[str, Any, bool], ...]:
+    """``(name, int or float, is a tuple of them)`` for the number fields of a dataclass."""
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        if typing.get_origin(hint) in (typing.Union, types.UnionType):  # X | None
+            hint = next((a for a in typing.get_args(hint) if a is not type(None)), hint)
+        many = typing.get_origin(hint) is tuple
+        base = typing.get_args(hint)[0] if many and typing.get_args(hint) else hint
+        if base in (int, float):
+            out.append((f.name, base, many))
+    return tuple(out)
+
+
+def _whole(value: Any) -> int | None:
+    """``value`` as an int when it is a whole number (``2.0`` too, never a bool), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real) and math.isfinite(value) and float(value).is_integer():
+        return int(value)
+    return None
+
+
+def check_numbers(config: Any) -> None:
+    """Refuse non-finite floats and non-integer counts in a dataclass instance, by its fields'
+    type hints, before they can fail (or, like a ``nan`` threshold, silently change a result)
+    later: a ``float`` field must be a finite real number; an ``int`` field a whole number,
+    where ``2.0`` is taken and stored as ``2`` (``object.__setattr__``, frozen dataclasses
+    included) and ``1.5``, ``nan`` and ``True`` are refused; a ``tuple[int, ...]`` field must
+    hold whole numbers; ``None`` is left to a ``X | None`` field.  The configurations call it
+    first in their ``__post_init__``, so the Python API and the command line refuse alike.
+
+    Usage::
+
+        @dataclass(frozen=True)
+        class MyConfig:
+            lr: float = 1e-3
+            num_epochs: int = 10
+
+            def __post_init__(self) -> None:
+                check_numbers(self)     # MyConfig(lr=float("inf")) raises
+
+    :raises ValueError: naming each field and its value.
+    """
+    problems = []
+    for name, kind, many in _number_fields(type(config)):
+        value = getattr(config, name)
+        if value is None:
+            continue
+        if many:
+            items = [_whole(v) if kind is int else v for v in value]
+            bad = [v for v, w in zip(value, items, strict=True) if w is None]
+            if bad:
+                problems.append(f"{name} must hold whole numbers, got {bad[0]!r}")
+            elif kind is int and items != list(value):
+                object.__setattr__(config, name, tuple(items))
+        elif kind is int:
+            whole = _whole(value)
+            if whole is None:
+                problems.append(f"{name} must be a whole number, got {value!r}")
+            elif type(value) is not int:
+                object.__setattr__(config, name, whole)
+        elif isinstance(value, bool) or not isinstance(value, numbers.Real):
+            problems.append(f"{name} must be a number, got {value!r}")
+        elif not math.isfinite(value):
+            problems.append(f"{name} must be a finite number, got {value!r}")
+    if problems:
+        raise ValueError("; ".join(problems))

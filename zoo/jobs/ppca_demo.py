@@ -18,10 +18,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from zoo.jobs.runs import load_data
+from zoo.jobs.runs import load_data, writable_folder
 from zoo.registry import create_model
 from zoo.train import fit
 from zoo.util import local_params, markdown_table
+
+#: What ``zoo demo`` writes to ``--out``; an existing one is not overwritten without ``force``.
+DEMO_OUTPUTS = ("demo.csv", "demo.md", "ppca_latent.png", "bpca_latent.png", "bpca_ard.png")
 
 
 @local_params()
@@ -33,17 +36,28 @@ def demo(
     out: str | Path = "runs/demo",
     seed: int = 0,
     progress: bool = True,
+    force: bool = False,
 ) -> pd.DataFrame:
     """Train the PPCA family on ``data`` and compare each fit with the closed-form ML solution.
 
     Returns the table that ``zoo demo`` prints; it is also written to ``out`` as CSV and
     Markdown, next to the latent-space PNGs.
+
+    :param force: overwrite the outputs (:data:`DEMO_OUTPUTS`) of an earlier demo in ``out``.
+    :raises ValueError: when ``out`` holds them already and not ``force``.
+    :raises OSError: when ``out`` cannot be written, before any training.
     """
     from zoo.models.ppca import active_dimensions, ppca_closed_form
 
-    dataset = load_data(data, data_dir)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    existing = [name for name in DEMO_OUTPUTS if (out / name).exists()]
+    if existing and not force:
+        raise ValueError(
+            f"{out} already holds results ({', '.join(existing)}); pass --force to overwrite "
+            "them, or choose another --out"
+        )
+    writable_folder(out)
+    dataset = load_data(data, data_dir)
     rows = []
     for name, guide in (("ppca", "analytic"), ("ppca", "amortized"), ("bpca", "analytic")):
         zm = create_model(name, data=dataset, guide=guide, seed=seed)
@@ -94,12 +108,14 @@ def demo_job(
     device: str = "auto",
     out: str = "runs/demo",
     seed: int = 0,
+    force: bool = False,
 ) -> int:
     """``zoo demo``: run :func:`demo` and print its table.
 
+    :param force: overwrite an earlier demo's outputs in ``out``.
     :returns: 0.
     """
-    table = demo(data, data_dir, num_epochs, device, out, seed)
+    table = demo(data, data_dir, num_epochs, device, out, seed, force=force)
     with pd.option_context("display.width", 200):
         print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"\nwrote {Path(out) / 'demo.csv'}, demo.md and the latent-space PNGs")

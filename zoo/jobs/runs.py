@@ -47,6 +47,23 @@ def load_data(
     return zdata.load(name, data_dir=data_dir, **{**(kwargs or {}), **(options or {})})
 
 
+def writable_folder(path: str | os.PathLike[str]) -> Path:
+    """The folder ``path``, created if needed, once a probe file was written to it and removed:
+    a read-only folder, or a parent that is a file, fails here, before any work, with an
+    ``OSError`` that names the path (``zoo`` prints it as one line).
+
+    Usage::
+
+        out = writable_folder("runs/demo")
+    """
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    probe = folder / f".zoo-write-probe-{os.getpid()}"
+    probe.write_bytes(b"")
+    probe.unlink()
+    return folder
+
+
 def _flags(options: Mapping[str, Any]) -> str:
     return ", ".join(zdata.tabular.FILE_OPTIONS.get(k, k) for k in options)
 
@@ -234,7 +251,8 @@ def train_job(
     guide = zm.guide_name
     # under torchrun only rank 0 reports and writes; the others train and leave
     main = not train_cfg.distributed or os.environ.get("RANK", "0") == "0"
-    if main:
+    if main:  # the settings were checked as the model was built: nothing is made before
+        writable_folder(train_cfg.out_dir)  # a read-only --out fails now, not after training
         print(
             f"training {name} (guide {guide}, elbo {resolve_elbo(zm, train_cfg)}) on "
             f"{dataset.name}: {dataset.num_train} train / {dataset.num_test} test examples"
@@ -294,10 +312,9 @@ def evaluate_job(
         check_same_data(checkpoint, ckpt, dataset)
     else:
         raise ValueError("this checkpoint was trained on user tensors: pass --data to evaluate it")
+    folder = writable_folder(out if out else Path(checkpoint).resolve().parent)
     zm.to(resolve_device(device)).eval()
     metrics = {split: zm.evaluate(dataset, split) for split in ("train", "test")}
-    folder = Path(out) if out else Path(checkpoint).resolve().parent
-    folder.mkdir(parents=True, exist_ok=True)
     (folder / "evaluation.json").write_text(json.dumps(metrics, indent=2))
     if zm.spec.hooks.plot is not None and plots:
         for path in zm.spec.hooks.plot(zm, dataset, folder):
@@ -315,19 +332,26 @@ def export_job(checkpoint: str, out: str, force: bool = False) -> int:
     The file is written under a temporary name, then renamed: a failure leaves ``out`` as it was.
 
     :returns: 0.
-    :raises ValueError: when the family has no export, or ``out`` exists and not ``force``.
+    :raises ValueError: when the family has no export, ``out`` is a folder, or ``out`` exists
+        and not ``force``.
+    :raises OSError: when ``out`` cannot be written (the path names where).
     """
     zm, _ = from_checkpoint(checkpoint)
     if zm.spec.hooks.export is None:
         raise ValueError(f"{zm.name} has no deterministic export")
     target = Path(out)
+    if target.is_dir():  # --force overwrites a file, never a folder
+        raise ValueError(f"--out {target} is a folder; give the path of the .pt file to write")
     if target.exists() and not force:
         raise ValueError(f"{target} exists; pass --force to overwrite it")
-    target.parent.mkdir(parents=True, exist_ok=True)
+    writable_folder(target.parent)
     state = zm.spec.hooks.export(zm)
     tmp = target.with_name(target.name + ".tmp")
-    torch.save(state, tmp)
-    tmp.replace(target)
+    try:
+        torch.save(state, tmp)
+        tmp.replace(target)
+    finally:
+        tmp.unlink(missing_ok=True)  # left only by a failure
     what = ""
     if zm.spec.hooks.report is not None:  # the Bayesian weights only, as the report counts them
         total = zm.spec.hooks.report(zm).iloc[-1]

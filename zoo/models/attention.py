@@ -68,6 +68,7 @@ from zoo.data import DataInfo
 from zoo.models.plots import LazyPlot
 from zoo.plates import check_input, data_plate
 from zoo.spec import Hooks, ModelSpec, ZooModel
+from zoo.util import check_numbers
 
 REFERENCE = (
     "Xu et al. (2015), Show, attend and tell, ICML; Deng, Kim, Chiu, Guo & Rush (2018), "
@@ -115,6 +116,7 @@ class AttentionConfig:
     guide_hidden: tuple[int, ...] = (128,)
 
     def __post_init__(self) -> None:
+        check_numbers(self)
         problems = []
         if self.mode not in MODES:
             problems.append(f"mode must be one of {MODES}, got {self.mode!r}")

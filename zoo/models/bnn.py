@@ -47,7 +47,7 @@ from zoo.models.weights import mean_net_outputs, pointwise_log_likelihood, predi
 from zoo.plates import check_input, data_plate
 from zoo.priors import LogUniform, Normal, Prior, deterministic_layers, layer_type, weight_sites
 from zoo.spec import Hooks, ModelSpec, ZooModel
-from zoo.util import local_params
+from zoo.util import check_numbers, local_params
 
 __all__ = [
     "ARCHS",
@@ -117,6 +117,7 @@ class WeightConfig:
     PRIOR_CHOICES: ClassVar[tuple[str, ...]] = PRIORS
 
     def __post_init__(self) -> None:
+        check_numbers(self)  # finite floats (a nan threshold would prune nothing), whole counts
         for name, value, choices in (
             ("prior", self.prior, self.PRIOR_CHOICES),
             ("reparam", self.reparam, REPARAMS),
@@ -127,6 +128,14 @@ class WeightConfig:
             raise ValueError("prior_scale and init_scale must be positive")
         if self.eval_samples < 1 or self.eval_batch_size < 1:
             raise ValueError("eval_samples and eval_batch_size must be at least 1")
+        # MC dropout may drop nothing; the variational rates are logits, so never 0
+        for name, zero in (("dropout", 1), ("input_dropout", 1), ("init_dropout", 0)):
+            value = getattr(self, name)
+            if not (0 < value < 1 or (zero and value == 0)):
+                interval = "[0, 1)" if zero else "(0, 1)"
+                raise ValueError(f"{name} must lie in {interval}, got {value}")
+        if not 0 < self.max_dropout < 1:
+            raise ValueError(f"max_dropout must lie in (0, 1), got {self.max_dropout}")
 
     def make_prior(self) -> Prior:
         return Normal(self.prior_scale) if self.prior == "normal" else LogUniform()

@@ -44,6 +44,7 @@ from zoo.data import DataInfo
 from zoo.models.plots import LazyPlot
 from zoo.plates import check_input, data_plate
 from zoo.spec import Hooks, ModelSpec, PointwiseDraws, ZooModel
+from zoo.util import check_numbers
 
 REFERENCE = (
     "Tipping & Bishop (1999), Probabilistic principal component analysis, JRSS-B 61(3); "
@@ -73,6 +74,7 @@ class PPCAConfig:
     active_tol: float = 1e-2
 
     def __post_init__(self) -> None:
+        check_numbers(self)
         if self.latent_dim < 1:
             raise ValueError(f"latent_dim must be >= 1, got {self.latent_dim}")
         if self.init_scale <= 0 or self.init_noise <= 0:

@@ -65,6 +65,7 @@ from zoo.elbo import make_elbo
 from zoo.models.plots import LazyPlot
 from zoo.plates import check_input, data_plate
 from zoo.spec import Hooks, ModelSpec, ZooModel, resolve_elbo
+from zoo.util import check_numbers
 
 REFERENCE = (
     "Kingma & Welling (2014), Auto-encoding variational Bayes, ICLR; Burda, Grosse & "
@@ -96,9 +97,8 @@ class VAEConfig:
     :param baseline_hidden: hidden widths of the ``score-nn`` baseline network.
     :param encoder_min_scale: floor of the encoder's posterior standard deviation; it keeps
         ``log q`` finite.  The score of the posterior mean, ``eps / s``, grows as ``1 / s``, so a
-        floor also bounds the score-function gradient, but a ``1e-2`` floor did not stop
-        score-function training from diverging at a learning rate of ``1e-3``
-        (``benchmarks/results/vae-stability``).
+        floor also bounds the score-function gradient; a ``1e-2`` floor did not stop its training
+        from diverging at a learning rate of ``1e-3`` (``benchmarks/results/vae-stability``).
     :param binarize_seed: seed of the fixed binarization of evaluation data.
     :param eval_samples: samples per example of the test ELBO.
     :param eval_k: importance samples per example of the IWAE bound computed at every
@@ -121,6 +121,7 @@ class VAEConfig:
     eval_k: int = 64
 
     def __post_init__(self) -> None:
+        check_numbers(self)
         problems = []
         if self.latent_dim < 1:
             problems.append(f"latent_dim must be >= 1, got {self.latent_dim}")

@@ -49,7 +49,9 @@ METRICS_NAME = "metrics.csv"
 CHECKPOINT_VERSION = 1
 
 #: Fields that may differ between a run and its resumption without changing the trajectory.
-RESUME_FREE = frozenset({"device", "progress", "out_dir", "resume", "eval_every", "validate"})
+RESUME_FREE = frozenset(
+    {"device", "progress", "out_dir", "resume", "force", "eval_every", "validate"}
+)
 
 
 def rng_state() -> dict[str, Any]:

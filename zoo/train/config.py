@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 
 from zoo.elbo import ELBO_NAMES
+from zoo.util import check_numbers
 
 __all__ = ["DivergenceError", "FitResult", "TrainConfig"]
 
@@ -49,7 +50,9 @@ class TrainConfig:
     :param seed: seeds torch, numpy, ``random`` and the minibatch order.
     :param out_dir: folder for ``checkpoint.pt`` and ``metrics.csv``; nothing is written if None.
     :param checkpoint_every: steps between checkpoints; ``None`` writes one at each epoch's end.
-    :param resume: continue from ``out_dir/checkpoint.pt`` when it exists.
+    :param resume: continue from ``out_dir/checkpoint.pt``, which must exist (a folder without
+        one, a typo say, is refused rather than trained from scratch).
+    :param force: overwrite a run already in ``out_dir``.
     :param eval_every: epochs between evaluations of the family's metrics on the test split
         (0: never); they draw from a random state restored afterwards, so they never change
         the fit.
@@ -82,12 +85,14 @@ class TrainConfig:
     out_dir: str | None = None
     checkpoint_every: int | None = None
     resume: bool = False
+    force: bool = False
     eval_every: int = 1
     progress: bool = True
     validate: bool = True
     distributed: bool = False
 
     def __post_init__(self) -> None:
+        check_numbers(self)  # nan, inf, 1.5 epochs, True: refused before the checks below
         problems = []
         if self.num_epochs < 1:
             problems.append(f"num_epochs must be >= 1, got {self.num_epochs}")
@@ -102,7 +107,10 @@ class TrainConfig:
         if not 0 <= self.lr_decay_start < 1:
             problems.append(f"lr_decay_start must lie in [0, 1), got {self.lr_decay_start}")
         if not 0 <= self.kl_warmup_start <= self.kl_warmup_end:
-            problems.append("need 0 <= kl_warmup_start <= kl_warmup_end")
+            problems.append(
+                "need 0 <= kl_warmup_start <= kl_warmup_end, got "
+                f"{self.kl_warmup_start} and {self.kl_warmup_end}"
+            )
         if self.kl_weight < 0:
             problems.append(f"kl_weight must be >= 0, got {self.kl_weight}")
         if self.elbo is not None and self.elbo not in ELBO_NAMES:
@@ -117,6 +125,11 @@ class TrainConfig:
             problems.append(f"eval_every must be >= 0, got {self.eval_every}")
         if self.resume and self.out_dir is None:
             problems.append("resume needs out_dir, the folder holding checkpoint.pt")
+        elif self.resume and not (Path(self.out_dir) / "checkpoint.pt").is_file():
+            problems.append(
+                f"cannot resume: {self.out_dir} holds no checkpoint.pt (a typo in the folder? "
+                "without resume a new run starts there)"
+            )
         if problems:
             raise ValueError("; ".join(problems))
 
