@@ -60,7 +60,7 @@ def test_regression_targets_n_by_1_train_exactly_like_n():
 def _write_mnist(folder, seed: int) -> None:
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
-    for split, n, prefix in (("train", 40, "train"), ("test", 12, "t10k")):
+    for n, prefix in ((40, "train"), (12, "t10k")):
         images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
         labels = rng.integers(0, 10, size=n, dtype=np.uint8)
         zdata.write_idx(folder / f"{prefix}-images-idx3-ubyte", images)
