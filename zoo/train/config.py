@@ -50,6 +50,8 @@ class TrainConfig:
     :param out_dir: folder for ``checkpoint.pt`` and ``metrics.csv``; nothing is written if None.
     :param checkpoint_every: steps between checkpoints; ``None`` writes one at each epoch's end.
     :param resume: continue from ``out_dir/checkpoint.pt`` when it exists.
+    :param force: replace the run ``out_dir`` holds (its ``checkpoint.pt``, ``config.json`` and
+        ``metrics.csv`` are removed first); without it (or ``resume``) such a folder is refused.
     :param eval_every: epochs between evaluations of the family's metrics on the test split
         (0: never); they draw from a random state restored afterwards, so they never change
         the fit.
@@ -82,6 +84,7 @@ class TrainConfig:
     out_dir: str | None = None
     checkpoint_every: int | None = None
     resume: bool = False
+    force: bool = False
     eval_every: int = 1
     progress: bool = True
     validate: bool = True

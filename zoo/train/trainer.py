@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 import time
 import warnings
@@ -55,19 +54,11 @@ from zoo.train.checkpoint import (
 from zoo.train.collapse import CollapseWarning, check_collapse
 from zoo.train.config import DivergenceError, FitResult, TrainConfig
 from zoo.train.device import resolve_device
+from zoo.train.guards import grads_finite, params_finite
+from zoo.train.rundir import claim_for_ranks, write_config
 from zoo.util import local_params
 
-__all__ = ["Trainer", "fit", "grads_finite"]
-
-
-def grads_finite(params: list[torch.Tensor]) -> bool:
-    """Whether every gradient of ``params`` is finite (those without one are skipped), from
-    one norm per tensor: a single device-to-host copy however many tensors there are."""
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return True
-    norms = torch._foreach_norm(grads)
-    return bool(torch.isfinite(torch.stack(norms)).all())
+__all__ = ["Trainer", "fit"]
 
 
 def _evaluate_test(zm: ZooModel, data: Dataset) -> dict[str, float]:
@@ -177,6 +168,18 @@ class Trainer:
         check_compatible(zm, data)
         self.zm, self.config, self.on_epoch = zm, config, on_epoch
         self._join(resolve_device(config.device))
+        self._lock = None  # out_dir's, released by run, close, garbage collection or at exit
+        if self.out_dir is not None:
+            self._lock = claim_for_ranks(self.out_dir, config, self.ctx, owner=self)
+        try:
+            self._set_up(data)
+        except BaseException:
+            if self._lock is not None:
+                self._lock.abandon()
+            raise
+
+    def _set_up(self, data: Dataset) -> None:
+        config, zm = self.config, self.zm
         # Each rank its own Monte-Carlo noise; the minibatch order is shared by all ranks.
         pyro.set_rng_seed(config.seed + self.rank)
         # Pyro keeps decaying-average baselines in its global param store, shaped by the first
@@ -200,7 +203,7 @@ class Trainer:
             loss = zdist.ElboLoss(zm.model, zm.guide, self.elbo, self._model, self._guide)
             self.ddp = zdist.wrap(loss, self.ctx)
         if self.out_dir is not None and self.is_main:
-            self._write_config()
+            write_config(self.out_dir, zm.describe(), config, self.data.source)
 
     # ------------------------------------------------------------------------------ set-up
 
@@ -262,19 +265,11 @@ class Trainer:
             self.optimizer, lambda step: config.lr_factor(step / per_epoch)
         )
 
-    def _write_config(self) -> None:
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        (self.out_dir / "config.json").write_text(
-            json.dumps(
-                {
-                    "model": self.zm.describe(),
-                    "train": dataclasses.asdict(self.config),
-                    "data": self.data.source,
-                },
-                indent=2,
-                default=str,
-            )
-        )
+    def close(self) -> None:
+        """Release ``out_dir``'s lock (:meth:`run` does it when it ends, exceptions included;
+        so do garbage collection and the interpreter's exit).  Idempotent."""
+        if self._lock is not None:
+            self._lock.release()
 
     # ------------------------------------------------------------------------- checkpoints
 
@@ -291,15 +286,12 @@ class Trainer:
             raise ValueError("resume needs out_dir, the folder holding checkpoint.pt, or a path")
         path = self.checkpoint_path if path is None else path
         ckpt = load_checkpoint(path, map_location=self.device)
-        check_resumable(ckpt, self.zm, self.config, self.num_data, self.fingerprint)
+        check_resumable(
+            ckpt, self.zm, self.config, self.num_data, self.fingerprint, self.world_size
+        )
         self.zm.load_state_dict(ckpt["state"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
-        if ckpt.get("world_size", 1) != self.world_size:
-            raise ValueError(
-                f"cannot resume: the checkpoint was written by {ckpt.get('world_size', 1)} "
-                f"process(es), this run has {self.world_size}"
-            )
         set_rng_state(ckpt["rng_ranks"][self.rank] if "rng_ranks" in ckpt else ckpt["rng"])
         self.steps, self.history = ckpt["step"], ckpt["history"]
         self.epoch_loss = ckpt["epoch_loss"]
@@ -386,7 +378,6 @@ class Trainer:
         :raises DivergenceError: if the loss or a gradient is not finite, or (with validation
             on) a distribution refused its parameters; nothing is updated then.
         """
-        epoch, pos = divmod(self.steps, self.steps_per_epoch)
         self.anneal.set_step(self.steps)
         self.optimizer.zero_grad(set_to_none=True)
         what = None
@@ -415,10 +406,16 @@ class Trainer:
         elif what is None and not grads_finite(self.params):
             what = "a non-finite gradient"
         if what is not None:
-            raise self._diverged(what, epoch, pos)
+            raise self._diverged(what, self.steps)
         return loss
 
-    def _diverged(self, what: str, epoch: int, pos: int) -> DivergenceError:
+    def _check_params(self) -> None:
+        # A finite loss and gradients may still give an overflowing update: never save it.
+        if not params_finite(self.params):
+            raise self._diverged("non-finite parameters after its update", self.steps - 1)
+
+    def _diverged(self, what: str, step: int) -> DivergenceError:
+        epoch, pos = divmod(step, self.steps_per_epoch)
         path = self.checkpoint_path
         kept = path if path is not None and path.exists() else None
         note = (
@@ -427,9 +424,9 @@ class Trainer:
             else "No checkpoint was written before it."
         )
         return DivergenceError(
-            f"{self.zm.name} diverged at step {self.steps} (epoch {epoch}, batch {pos}): {what}. "
+            f"{self.zm.name} diverged at step {step} (epoch {epoch}, batch {pos}): {what}. "
             f"Training stopped. {note} Try a lower lr, clip_norm or a KL warm-up.",
-            self.steps,
+            step,
             kept,
         )
 
@@ -483,13 +480,16 @@ class Trainer:
                     if self.steps % 10 == 0 or self.steps == self.total_steps:
                         self._bar.set_postfix(elbo=f"{-per_point:.4g}", refresh=False)
                 epoch_done = self.steps % self.steps_per_epoch == 0
-                row = self._end_epoch(epoch) if epoch_done else None
                 every = self.config.checkpoint_every
-                if self.checkpoint_path is not None and (
+                save = self.checkpoint_path is not None and (
                     (every is None and epoch_done)
                     or (every is not None and self.steps % every == 0)
                     or self.steps == self.total_steps
-                ):
+                )
+                if save or epoch_done:
+                    self._check_params()
+                row = self._end_epoch(epoch) if epoch_done else None
+                if save:
                     self.save_checkpoint()
                 if row is not None:
                     return row
@@ -546,6 +546,7 @@ class Trainer:
         finally:
             self._bar.close()
             self._bar = None
+            self.close()
         seconds = time.perf_counter() - started
         collapse = None
         if self.is_main:
