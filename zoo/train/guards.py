@@ -1,5 +1,5 @@
-"""The trainer's checks for a diverged run: non-finite gradients before an update, non-finite
-parameters after one.
+"""The trainer's guards: against a diverged run (non-finite gradients before an update,
+non-finite parameters after one), and of the random stream while it evaluates.
 
 A step whose loss and gradients are finite can still leave non-finite parameters behind (an
 overflowing update); :class:`zoo.train.Trainer` checks the parameters before every checkpoint
@@ -16,7 +16,11 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["grads_finite", "params_finite"]
+from zoo.data import Dataset
+from zoo.spec import ZooModel
+from zoo.train.checkpoint import rng_preserved
+
+__all__ = ["evaluate_test", "grads_finite", "params_finite"]
 
 
 def _all_finite(tensors: list[torch.Tensor]) -> bool:
@@ -36,3 +40,18 @@ def params_finite(params: list[torch.Tensor]) -> bool:
     """Whether every value of ``params`` is finite, from one norm per tensor (one copy)."""
     with torch.no_grad():
         return _all_finite([p.detach() for p in params])
+
+
+def evaluate_test(zm: ZooModel, data: Dataset) -> dict[str, float]:
+    """The family's metrics on the test split, prefixed ``test_``, in eval mode.
+
+    Evaluation draws (guide samples, MC predictions) from a stream put back afterwards: the
+    same seed gives the same parameters whatever ``eval_every`` is.
+    """
+    zm.eval()
+    try:
+        with rng_preserved():
+            metrics = zm.evaluate(data, "test")
+    finally:
+        zm.train()
+    return {f"test_{k}": float(v) for k, v in metrics.items()}

@@ -54,23 +54,11 @@ from zoo.train.checkpoint import (
 from zoo.train.collapse import CollapseWarning, check_collapse
 from zoo.train.config import DivergenceError, FitResult, TrainConfig
 from zoo.train.device import resolve_device
-from zoo.train.guards import grads_finite, params_finite
+from zoo.train.guards import evaluate_test, grads_finite, params_finite
 from zoo.train.rundir import claim_for_ranks, write_config
 from zoo.util import local_params
 
 __all__ = ["Trainer", "fit"]
-
-
-def _evaluate_test(zm: ZooModel, data: Dataset) -> dict[str, float]:
-    # Evaluation draws (guide samples, MC predictions) from a stream put back afterwards: the
-    # same seed gives the same parameters whatever eval_every is.
-    zm.eval()
-    try:
-        with rng_preserved():
-            metrics = zm.evaluate(data, "test")
-    finally:
-        zm.train()
-    return {f"test_{k}": float(v) for k, v in metrics.items()}
 
 
 class Trainer:
@@ -92,9 +80,13 @@ class Trainer:
 
     Building a trainer sets everything up as :func:`fit` does: it seeds Pyro, moves the model
     and data to the device, builds the ELBO, the optimizer and the scheduler, resumes from
-    ``out_dir/checkpoint.pt`` when asked to, and writes ``config.json``.  :meth:`step` then
-    takes one optimizer step, :meth:`fit_epoch` the steps to the end of an epoch with its
-    bookkeeping (history row, evaluation, ``on_epoch``, checkpoints), :meth:`run` all epochs.
+    ``out_dir/checkpoint.pt`` when asked to, and writes ``config.json``.  With ``out_dir`` it
+    first locks the folder (:mod:`zoo.train.rundir`): a folder locked by another run, or holding
+    one while neither ``resume`` nor ``force`` is set, is refused; :meth:`run` releases the lock
+    when it ends, exceptions included (:meth:`close` for a trainer that is only stepped).
+    :meth:`step` then takes one optimizer step, :meth:`fit_epoch` the steps to the end of an
+    epoch with its bookkeeping (history row, evaluation, ``on_epoch``, checkpoints), :meth:`run`
+    all epochs.
 
     Usage::
 
@@ -119,7 +111,7 @@ class Trainer:
         epoch; the metrics it returns join that epoch's history row.
     :param overrides: :class:`TrainConfig` fields replacing those of ``config``.
     :raises ValueError: for bad data (non-finite values, wrong shapes, missing labels), bad
-        settings, or a checkpoint from a different run.
+        settings, a checkpoint from a different run, or an ``out_dir`` another run holds.
 
     :ivar config: the run's :class:`TrainConfig`.
     :ivar device: where the model trains.
@@ -505,7 +497,7 @@ class Trainer:
         }
         every = self.config.eval_every
         if self.is_main and every and ((epoch + 1) % every == 0 or self.steps == self.total_steps):
-            row.update(_evaluate_test(self.zm, self.data))
+            row.update(evaluate_test(self.zm, self.data))
         if self.on_epoch is not None:
             self.zm.eval()
             try:
@@ -592,8 +584,9 @@ def fit(
         epoch; the metrics it returns join that epoch's history row (e.g. training-set accuracy).
     :param overrides: :class:`TrainConfig` fields replacing those of ``config``.
     :raises ValueError: for bad data (non-finite values, wrong shapes, missing labels), bad
-        settings, or a checkpoint from a different run.
-    :raises DivergenceError: at the first non-finite loss or gradient; the last good
-        checkpoint is kept.
+        settings, a checkpoint from a different run, or an ``out_dir`` that holds another run
+        (without ``resume`` or ``force``) or that another run has locked.
+    :raises DivergenceError: at the first non-finite loss, gradient or parameter; the last
+        good checkpoint is kept.
     """
     return Trainer(zm, data, y, config=config, on_epoch=on_epoch, **overrides).run()
