@@ -3,6 +3,7 @@ step's divergence, one run per folder (lock, refusal, stale locks), orphan tempo
 resuming with other settings or more epochs, and the files' modes."""
 
 import dataclasses
+import gc
 import os
 import socket
 import subprocess
@@ -163,13 +164,23 @@ def test_a_second_run_on_a_locked_folder_fails_at_once(ppca_data, tmp_path):
     first = Trainer(_ppca(ppca_data), ppca_data, config=_cfg(tmp_path))
     lock = (tmp_path / ".lock").read_text()
     assert str(os.getpid()) in lock and socket.gethostname() in lock
-    with pytest.raises(
-        ValueError, match=rf"{tmp_path} is locked by a running process \(pid {os.getpid()}"
-    ):
+    with pytest.raises(ValueError, match=rf"{tmp_path} is locked by this process.*close\(\)"):
         fit(_ppca(ppca_data), ppca_data, config=_cfg(tmp_path, resume=True))
     first.run()
     assert not (tmp_path / ".lock").exists()
     fit(_ppca(ppca_data), ppca_data, config=_cfg(tmp_path, resume=True))  # free again
+
+
+def test_a_stepped_trainer_releases_the_lock_when_closed_or_collected(ppca_data, tmp_path):
+    trainer = Trainer(_ppca(ppca_data), ppca_data, config=_cfg(tmp_path))
+    trainer.step()
+    trainer.close()
+    assert not (tmp_path / ".lock").exists()
+    trainer = Trainer(_ppca(ppca_data), ppca_data, config=_cfg(tmp_path, force=True))
+    assert (tmp_path / ".lock").exists()
+    del trainer
+    gc.collect()
+    assert not (tmp_path / ".lock").exists()
 
 
 def test_the_lock_is_released_when_setting_up_fails(ppca_data, run):

@@ -157,6 +157,11 @@ class RunLock:
                     f"run is using it. Use another out_dir, or remove {self.path} if that run "
                     "is gone"
                 )
+            if pid == os.getpid():
+                raise ValueError(
+                    f"{self.path.parent} is locked by this process: a Trainer on it is still "
+                    "open (its run() has not ended; close() releases it)"
+                )
             if _alive(pid):
                 raise ValueError(
                     f"{self.path.parent} is locked by a running process (pid {pid} on {host}): "
@@ -252,14 +257,16 @@ def claim_for_ranks(
     if ctx is None or ctx.rank == 0:
         try:
             lock = claim_out_dir(out_dir, resume=config.resume, force=config.force)
-        except ValueError as exc:
+        except Exception as exc:
             if ctx is None:
                 raise
-            problem = str(exc)
+            problem = exc
     if ctx is not None:
-        problem = zdist.gather_objects(problem)[0]
+        message = zdist.gather_objects(None if problem is None else str(problem))[0]
         if problem is not None:
-            raise ValueError(problem)
+            raise problem
+        if message is not None:
+            raise ValueError(f"rank 0 could not take {out_dir}: {message}")
     if lock is not None:
         weakref.finalize(owner, lock.release)
     return lock
