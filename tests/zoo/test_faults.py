@@ -57,17 +57,17 @@ def unbroken(tmp_path_factory):
     return [p.detach().clone() for p in zm.parameters()], result.history, out / "checkpoint.pt"
 
 
-def _resumed(config):
+def _resumed(config, how="resume"):
     # checkpoints once an epoch: how often they are written never changes the run
-    return dataclasses.replace(config, resume=True, checkpoint_every=None)
+    return dataclasses.replace(config, checkpoint_every=None, **{how: True})
 
 
-def _resume_and_compare(out, unbroken):
+def _resume_and_compare(out, unbroken, how="resume"):
     params, history, _ = unbroken
     zm, data, config = build(out)
     torch.manual_seed(12345)  # whatever the random state here: the checkpoint's must win
     with pytest.warns(StaleLockWarning, match="gone"):
-        result = fit(zm, data, config=_resumed(config))
+        result = fit(zm, data, config=_resumed(config, how))
     for p, q in zip(params, zm.parameters(), strict=True):
         assert torch.equal(p, q)
     pd.testing.assert_frame_equal(
@@ -114,8 +114,8 @@ def test_a_second_run_on_the_same_folder_fails_at_once(unbroken, tmp_path):
     finally:
         holder.kill()
         holder.communicate()
-    # the holder is gone: its lock is stale, and the run it began is resumed from scratch
-    _resume_and_compare(tmp_path, unbroken)
+    # the holder is gone before its first checkpoint: its lock is stale, its run started over
+    _resume_and_compare(tmp_path, unbroken, how="force")
 
 
 @pytest.mark.skipif(

@@ -165,7 +165,7 @@ def test_a_second_run_on_a_locked_folder_fails_at_once(ppca_data, tmp_path):
     lock = (tmp_path / ".lock").read_text()
     assert str(os.getpid()) in lock and socket.gethostname() in lock
     with pytest.raises(ValueError, match=rf"{tmp_path} is locked by this process.*close\(\)"):
-        fit(_ppca(ppca_data), ppca_data, config=_cfg(tmp_path, resume=True))
+        fit(_ppca(ppca_data), ppca_data, config=_cfg(tmp_path, force=True))
     first.run()
     assert not (tmp_path / ".lock").exists()
     fit(_ppca(ppca_data), ppca_data, config=_cfg(tmp_path, resume=True))  # free again
