@@ -175,6 +175,7 @@ def train_sparse_vd(net: str, data, recipe: dict, args, dense: nn.Module | None,
         progress=args.progress,
         eval_every=args.eval_every,
         out_dir=str(out / "runs" / net),
+        force=True,  # a rerun of the benchmark replaces its runs, as it does its tables
     )
     result = fit(zm, data, config=config)
     return zm, result

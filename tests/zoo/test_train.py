@@ -210,7 +210,7 @@ def test_resume_continues_bit_identically(ppca_data, tmp_path):
 def test_resume_refuses_a_different_run(ppca_data, tmp_path):
     zm = create_model("ppca", data=ppca_data, latent_dim=3, seed=0)
     fit(zm, ppca_data, config=_short(tmp_path))
-    with pytest.raises(ValueError, match=r"cannot resume.*lr: checkpoint 0.05, now 0.01"):
+    with pytest.raises(ValueError, match=r"cannot resume.*lr: checkpoint 0.05 → now 0.01"):
         fit(zm, ppca_data, config=_short(tmp_path, lr=0.01, resume=True))
     other = create_model("ppca", data=ppca_data, latent_dim=2, seed=0)
     with pytest.raises(ValueError, match=r"cannot resume.*model"):

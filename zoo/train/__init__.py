@@ -18,8 +18,10 @@ The package: :mod:`zoo.train.config` (:class:`TrainConfig`, :class:`FitResult`,
 :class:`CollapseWarning` :func:`fit` gives a run that pruned every weight and learnt nothing),
 :mod:`zoo.train.checkpoint` (atomic saves, random states,
 :func:`load_checkpoint` and the checks before resuming), :mod:`zoo.train.device`
-(:func:`resolve_device`, :func:`describe_machine`) and :mod:`zoo.train.trainer`
-(:class:`Trainer`, :func:`fit`, :func:`grads_finite`).
+(:func:`resolve_device`, :func:`describe_machine`), :mod:`zoo.train.guards`
+(:func:`grads_finite` and the parameters' check after an update), :mod:`zoo.train.rundir` (the
+output folder: its lock, the refusal of a folder holding another run, orphan temporary files)
+and :mod:`zoo.train.trainer` (:class:`Trainer`, :func:`fit`).
 
 Usage::
 
@@ -38,7 +40,8 @@ from zoo.train.checkpoint import CHECKPOINT_NAME, CHECKPOINT_VERSION, METRICS_NA
 from zoo.train.collapse import CollapseWarning, check_collapse
 from zoo.train.config import DivergenceError, FitResult, TrainConfig
 from zoo.train.device import describe_machine, resolve_device
-from zoo.train.trainer import Trainer, fit, grads_finite
+from zoo.train.guards import grads_finite
+from zoo.train.trainer import Trainer, fit
 
 __all__ = [
     "CHECKPOINT_NAME",

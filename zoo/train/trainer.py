@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 import time
 import warnings
@@ -55,31 +54,11 @@ from zoo.train.checkpoint import (
 from zoo.train.collapse import CollapseWarning, check_collapse
 from zoo.train.config import DivergenceError, FitResult, TrainConfig
 from zoo.train.device import resolve_device
+from zoo.train.guards import evaluate_test, grads_finite, params_finite
+from zoo.train.rundir import claim_for_ranks, write_config
 from zoo.util import local_params
 
-__all__ = ["Trainer", "fit", "grads_finite"]
-
-
-def grads_finite(params: list[torch.Tensor]) -> bool:
-    """Whether every gradient of ``params`` is finite (those without one are skipped), from
-    one norm per tensor: a single device-to-host copy however many tensors there are."""
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return True
-    norms = torch._foreach_norm(grads)
-    return bool(torch.isfinite(torch.stack(norms)).all())
-
-
-def _evaluate_test(zm: ZooModel, data: Dataset) -> dict[str, float]:
-    # Evaluation draws (guide samples, MC predictions) from a stream put back afterwards: the
-    # same seed gives the same parameters whatever eval_every is.
-    zm.eval()
-    try:
-        with rng_preserved():
-            metrics = zm.evaluate(data, "test")
-    finally:
-        zm.train()
-    return {f"test_{k}": float(v) for k, v in metrics.items()}
+__all__ = ["Trainer", "fit"]
 
 
 class Trainer:
@@ -101,9 +80,13 @@ class Trainer:
 
     Building a trainer sets everything up as :func:`fit` does: it seeds Pyro, moves the model
     and data to the device, builds the ELBO, the optimizer and the scheduler, resumes from
-    ``out_dir/checkpoint.pt`` when asked to, and writes ``config.json``.  :meth:`step` then
-    takes one optimizer step, :meth:`fit_epoch` the steps to the end of an epoch with its
-    bookkeeping (history row, evaluation, ``on_epoch``, checkpoints), :meth:`run` all epochs.
+    ``out_dir/checkpoint.pt`` when asked to, and writes ``config.json``.  With ``out_dir`` it
+    first locks the folder (:mod:`zoo.train.rundir`): a folder locked by another run, or holding
+    one while neither ``resume`` nor ``force`` is set, is refused; :meth:`run` releases the lock
+    when it ends, exceptions included (:meth:`close` for a trainer that is only stepped).
+    :meth:`step` then takes one optimizer step, :meth:`fit_epoch` the steps to the end of an
+    epoch with its bookkeeping (history row, evaluation, ``on_epoch``, checkpoints), :meth:`run`
+    all epochs.
 
     Usage::
 
@@ -128,7 +111,7 @@ class Trainer:
         epoch; the metrics it returns join that epoch's history row.
     :param overrides: :class:`TrainConfig` fields replacing those of ``config``.
     :raises ValueError: for bad data (non-finite values, wrong shapes, missing labels), bad
-        settings, or a checkpoint from a different run.
+        settings, a checkpoint from a different run, or an ``out_dir`` another run holds.
 
     :ivar config: the run's :class:`TrainConfig`.
     :ivar device: where the model trains.
@@ -177,6 +160,18 @@ class Trainer:
         check_compatible(zm, data)
         self.zm, self.config, self.on_epoch = zm, config, on_epoch
         self._join(resolve_device(config.device))
+        self._lock = None  # out_dir's, released by run, close, garbage collection or at exit
+        if self.out_dir is not None:
+            self._lock = claim_for_ranks(self.out_dir, config, self.ctx, owner=self)
+        try:
+            self._set_up(data)
+        except BaseException:
+            if self._lock is not None:
+                self._lock.abandon()
+            raise
+
+    def _set_up(self, data: Dataset) -> None:
+        config, zm = self.config, self.zm
         # Each rank its own Monte-Carlo noise; the minibatch order is shared by all ranks.
         pyro.set_rng_seed(config.seed + self.rank)
         # Pyro keeps decaying-average baselines in its global param store, shaped by the first
@@ -200,7 +195,7 @@ class Trainer:
             loss = zdist.ElboLoss(zm.model, zm.guide, self.elbo, self._model, self._guide)
             self.ddp = zdist.wrap(loss, self.ctx)
         if self.out_dir is not None and self.is_main:
-            self._write_config()
+            write_config(self.out_dir, zm.describe(), config, self.data.source)
 
     # ------------------------------------------------------------------------------ set-up
 
@@ -262,19 +257,11 @@ class Trainer:
             self.optimizer, lambda step: config.lr_factor(step / per_epoch)
         )
 
-    def _write_config(self) -> None:
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        (self.out_dir / "config.json").write_text(
-            json.dumps(
-                {
-                    "model": self.zm.describe(),
-                    "train": dataclasses.asdict(self.config),
-                    "data": self.data.source,
-                },
-                indent=2,
-                default=str,
-            )
-        )
+    def close(self) -> None:
+        """Release ``out_dir``'s lock (:meth:`run` does it when it ends, exceptions included;
+        so do garbage collection and the interpreter's exit).  Idempotent."""
+        if self._lock is not None:
+            self._lock.release()
 
     # ------------------------------------------------------------------------- checkpoints
 
@@ -291,15 +278,12 @@ class Trainer:
             raise ValueError("resume needs out_dir, the folder holding checkpoint.pt, or a path")
         path = self.checkpoint_path if path is None else path
         ckpt = load_checkpoint(path, map_location=self.device)
-        check_resumable(ckpt, self.zm, self.config, self.num_data, self.fingerprint)
+        check_resumable(
+            ckpt, self.zm, self.config, self.num_data, self.fingerprint, self.world_size
+        )
         self.zm.load_state_dict(ckpt["state"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
-        if ckpt.get("world_size", 1) != self.world_size:
-            raise ValueError(
-                f"cannot resume: the checkpoint was written by {ckpt.get('world_size', 1)} "
-                f"process(es), this run has {self.world_size}"
-            )
         set_rng_state(ckpt["rng_ranks"][self.rank] if "rng_ranks" in ckpt else ckpt["rng"])
         self.steps, self.history = ckpt["step"], ckpt["history"]
         self.epoch_loss = ckpt["epoch_loss"]
@@ -386,7 +370,6 @@ class Trainer:
         :raises DivergenceError: if the loss or a gradient is not finite, or (with validation
             on) a distribution refused its parameters; nothing is updated then.
         """
-        epoch, pos = divmod(self.steps, self.steps_per_epoch)
         self.anneal.set_step(self.steps)
         self.optimizer.zero_grad(set_to_none=True)
         what = None
@@ -415,10 +398,16 @@ class Trainer:
         elif what is None and not grads_finite(self.params):
             what = "a non-finite gradient"
         if what is not None:
-            raise self._diverged(what, epoch, pos)
+            raise self._diverged(what, self.steps)
         return loss
 
-    def _diverged(self, what: str, epoch: int, pos: int) -> DivergenceError:
+    def _check_params(self) -> None:
+        # A finite loss and gradients may still give an overflowing update: never save it.
+        if not params_finite(self.params):
+            raise self._diverged("non-finite parameters after its update", self.steps - 1)
+
+    def _diverged(self, what: str, step: int) -> DivergenceError:
+        epoch, pos = divmod(step, self.steps_per_epoch)
         path = self.checkpoint_path
         kept = path if path is not None and path.exists() else None
         note = (
@@ -427,9 +416,9 @@ class Trainer:
             else "No checkpoint was written before it."
         )
         return DivergenceError(
-            f"{self.zm.name} diverged at step {self.steps} (epoch {epoch}, batch {pos}): {what}. "
+            f"{self.zm.name} diverged at step {step} (epoch {epoch}, batch {pos}): {what}. "
             f"Training stopped. {note} Try a lower lr, clip_norm or a KL warm-up.",
-            self.steps,
+            step,
             kept,
         )
 
@@ -483,13 +472,16 @@ class Trainer:
                     if self.steps % 10 == 0 or self.steps == self.total_steps:
                         self._bar.set_postfix(elbo=f"{-per_point:.4g}", refresh=False)
                 epoch_done = self.steps % self.steps_per_epoch == 0
-                row = self._end_epoch(epoch) if epoch_done else None
                 every = self.config.checkpoint_every
-                if self.checkpoint_path is not None and (
+                save = self.checkpoint_path is not None and (
                     (every is None and epoch_done)
                     or (every is not None and self.steps % every == 0)
                     or self.steps == self.total_steps
-                ):
+                )
+                if save or epoch_done:
+                    self._check_params()
+                row = self._end_epoch(epoch) if epoch_done else None
+                if save:
                     self.save_checkpoint()
                 if row is not None:
                     return row
@@ -505,7 +497,7 @@ class Trainer:
         }
         every = self.config.eval_every
         if self.is_main and every and ((epoch + 1) % every == 0 or self.steps == self.total_steps):
-            row.update(_evaluate_test(self.zm, self.data))
+            row.update(evaluate_test(self.zm, self.data))
         if self.on_epoch is not None:
             self.zm.eval()
             try:
@@ -546,6 +538,7 @@ class Trainer:
         finally:
             self._bar.close()
             self._bar = None
+            self.close()
         seconds = time.perf_counter() - started
         collapse = None
         if self.is_main:
@@ -591,8 +584,9 @@ def fit(
         epoch; the metrics it returns join that epoch's history row (e.g. training-set accuracy).
     :param overrides: :class:`TrainConfig` fields replacing those of ``config``.
     :raises ValueError: for bad data (non-finite values, wrong shapes, missing labels), bad
-        settings, or a checkpoint from a different run.
-    :raises DivergenceError: at the first non-finite loss or gradient; the last good
-        checkpoint is kept.
+        settings, a checkpoint from a different run, or an ``out_dir`` that holds another run
+        (without ``resume`` or ``force``) or that another run has locked.
+    :raises DivergenceError: at the first non-finite loss, gradient or parameter; the last
+        good checkpoint is kept.
     """
     return Trainer(zm, data, y, config=config, on_epoch=on_epoch, **overrides).run()
