@@ -50,9 +50,9 @@ class TrainConfig:
     :param seed: seeds torch, numpy, ``random`` and the minibatch order.
     :param out_dir: folder for ``checkpoint.pt`` and ``metrics.csv``; nothing is written if None.
     :param checkpoint_every: steps between checkpoints; ``None`` writes one at each epoch's end.
-    :param resume: continue from ``out_dir/checkpoint.pt``, which must exist (a folder without one, a typo
-        say, is refused rather than trained from scratch); ``num_epochs`` may
-        be larger than the checkpoint's, extending the run (the KL warm-up counts absolute
+    :param resume: continue from ``out_dir/checkpoint.pt``, which must exist (a folder
+        without one, a typo say, is refused rather than trained from scratch); ``num_epochs``
+        may be larger than the checkpoint's, extending the run (the KL warm-up counts absolute
         epochs; a decaying lr schedule is recomputed with the new total for the steps to come).
     :param force: replace the run ``out_dir`` holds (its ``checkpoint.pt``, ``config.json`` and
         ``metrics.csv`` are removed first); without it (or ``resume``) such a folder is refused.
