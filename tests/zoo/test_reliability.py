@@ -35,7 +35,7 @@ def test_resume_refuses_other_data_of_the_same_shape_and_size(tmp_path):
     resume = dataclasses.replace(cfg, resume=True, num_epochs=2)
     expected = zdata.fingerprint(other.x_train, other.y_train)
     recorded = zdata.fingerprint(first.x_train, first.y_train)
-    with pytest.raises(ValueError, match=rf"fingerprint {recorded}, now {expected}"):
+    with pytest.raises(ValueError, match=rf"fingerprint {recorded} → now {expected}"):
         zoo.fit(again, other, config=resume)
 
 
