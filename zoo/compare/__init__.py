@@ -19,6 +19,10 @@ pointwise predictive density (elpd).  Its modules, bottom to top:
   how far to trust a guide.
 * :mod:`zoo.compare.nuts` -- :func:`nuts_reference`, NUTS (Hoffman & Gelman 2014) through
   Pyro's MCMC on the same model, the exact posterior a guide can be ranked against.
+* :mod:`zoo.compare.checks` -- what a comparison checks before any work:
+  :func:`check_comparable` (models that can share a table: a pointwise log-likelihood, global
+  posterior draws, the same observed variable, fitted on the data) and :func:`check_memory`
+  (the estimate of the pointwise log-likelihood arrays against the available memory).
 * :mod:`zoo.compare.table` -- :func:`compare_models`, all of it for a set of fitted models, as
   one table with the columns :data:`COLUMNS`.
 
@@ -44,6 +48,7 @@ from zoo.compare.arviz_adapter import (
     arviz_major,
     compare_elpd,
     held_out_elpd,
+    held_out_summary,
     inference_data,
     khat_verdict,
     loo,
@@ -51,6 +56,15 @@ from zoo.compare.arviz_adapter import (
     plot_compare,
     psis_khat,
     waic,
+)
+from zoo.compare.checks import (
+    CompareMemoryWarning,
+    MemoryEstimate,
+    available_memory,
+    check_comparable,
+    check_memory,
+    check_posterior_draws,
+    estimate_compare_memory,
 )
 from zoo.compare.nuts import NUTSReference, check_nuts_model, nuts_reference
 from zoo.compare.pointwise import pointwise_log_likelihood, to_inference_data
@@ -62,16 +76,24 @@ __all__ = [
     "KHAT_GOOD",
     "KHAT_OK",
     "RHAT_OK",
+    "CompareMemoryWarning",
     "ComparisonResult",
     "DiagnosticUndefined",
     "ElpdResult",
+    "MemoryEstimate",
     "NUTSReference",
     "VIDiagnostic",
     "arviz_major",
+    "available_memory",
+    "check_comparable",
+    "check_memory",
     "check_nuts_model",
+    "check_posterior_draws",
     "compare_elpd",
     "compare_models",
+    "estimate_compare_memory",
     "held_out_elpd",
+    "held_out_summary",
     "inference_data",
     "khat_verdict",
     "loo",

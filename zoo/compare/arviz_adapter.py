@@ -52,6 +52,7 @@ __all__ = [
     "arviz_major",
     "compare_elpd",
     "held_out_elpd",
+    "held_out_summary",
     "import_arviz",
     "inference_data",
     "khat_verdict",
@@ -392,8 +393,15 @@ def held_out_elpd(log_lik: np.ndarray) -> tuple[float, float, np.ndarray]:
         raise ValueError(f"log_lik must have shape (S, N) with S, N >= 1, got {log_lik.shape}")
     top = log_lik.max(axis=0)
     pointwise = top + np.log(np.mean(np.exp(log_lik - top), axis=0))
+    return (*held_out_summary(pointwise), pointwise)
+
+
+def held_out_summary(pointwise: np.ndarray) -> tuple[float, float]:
+    """:func:`held_out_elpd`'s sum and standard error of the pointwise terms
+    ``log (1/S) sum_s p(y_i | theta_s)`` (computed elsewhere, e.g. over chunks of draws)."""
+    pointwise = np.asarray(pointwise, dtype=np.float64)
     n = pointwise.shape[0]
-    return float(pointwise.sum()), float(math.sqrt(n * pointwise.var())), pointwise
+    return float(pointwise.sum()), float(math.sqrt(n * pointwise.var()))
 
 
 def psis_khat(log_ratios: np.ndarray) -> tuple[float, list[str]]:

@@ -34,17 +34,13 @@ from zoo.compare.arviz_adapter import (
     ElpdResult,
     arviz_major,
     compare_elpd,
-    held_out_elpd,
+    held_out_summary,
     loo,
     waic,
 )
+from zoo.compare.checks import check_comparable, check_memory, chunk_draws
 from zoo.compare.nuts import NUTSReference
-from zoo.compare.pointwise import (
-    check_num_samples,
-    draws_inference_data,
-    log_likelihood_hook,
-    pointwise_draws,
-)
+from zoo.compare.pointwise import check_num_samples, draws_inference_data, pointwise_draws
 from zoo.compare.vi import DiagnosticUndefined, VIDiagnostic, vi_diagnostic
 from zoo.util import local_params
 
@@ -88,7 +84,9 @@ class ComparisonResult:
     :ivar loo: PSIS-LOO of each model, with ArviZ's Pareto k per observation and warnings.
     :ivar waic: WAIC of each model (ArviZ 0.x only; empty on 1.x).
     :ivar vi: the VI diagnostic of each model, or why it does not apply.
-    :ivar test_log_lik: ``(S, N_test)`` log-likelihoods of the test split per model.
+    :ivar test_elpd_i: the held-out elpd of each test example per model,
+        ``log (1/S) sum_s p(y_i | theta_s)``, ``(N_test,)`` (accumulated over chunks of draws:
+        the ``(S, N_test)`` matrix is never held).
     :ivar predictive: the test split's posterior predictive mean per model (class
         probabilities for classifiers).
     :ivar y_test: the test targets.
@@ -101,7 +99,7 @@ class ComparisonResult:
     loo: dict[str, ElpdResult]
     waic: dict[str, ElpdResult]
     vi: dict[str, VIDiagnostic | str]
-    test_log_lik: dict[str, np.ndarray]
+    test_elpd_i: dict[str, np.ndarray]
     predictive: dict[str, np.ndarray]
     y_test: np.ndarray | None
     nuts: dict[str, NUTSReference]
@@ -137,46 +135,6 @@ def _labelled(models: Mapping[str, Any] | Sequence[Any]) -> dict[str, Any]:
     if not items:
         raise ValueError("compare needs at least one fitted model")
     return dict(items)
-
-
-def _check_models(labelled: Mapping[str, Any], ds: Dataset) -> None:
-    from zoo.data import fingerprint
-    from zoo.spec import ZooModel, check_compatible
-
-    observes = {}
-    for label, m in labelled.items():
-        if not isinstance(m, ZooModel | NUTSReference):
-            raise ValueError(
-                f"{label!r} is a {type(m).__name__}; compare takes fitted ZooModels "
-                "(zoo.create_model + zoo.fit) and NUTSReferences"
-            )
-        zm = m.zm if isinstance(m, NUTSReference) else m
-        log_likelihood_hook(zm)
-        check_compatible(zm, ds)
-        observes[label] = f"p({zm.spec.observes} | ...)"
-    if len(set(observes.values())) > 1:
-        raise ValueError(
-            f"the models observe different things ({observes}); their elpds are not comparable"
-        )
-    expected: dict[bool, str] = {}
-    for label, m in labelled.items():
-        zm = m.zm if isinstance(m, NUTSReference) else m
-        # the fingerprint zoo.fit took: the targets count wherever the data's task has them
-        supervised = zm.info.task != "unsupervised"
-        if supervised not in expected:  # hash the training split once per kind, not per model
-            expected[supervised] = fingerprint(ds.x_train, ds.y_train if supervised else None)
-        if isinstance(m, NUTSReference):
-            seen, size = m.fingerprint, "its NUTS run"
-        elif m.fitted_on is None:
-            raise ValueError(f"{label!r} has not been fitted: call zoo.fit on it first")
-        else:
-            seen, size = m.fitted_on["fingerprint"], f"{m.fitted_on['num_train']} examples"
-        if seen != expected[supervised]:
-            raise ValueError(
-                f"{label!r} was fitted on different data ({size}) than the training split "
-                f"given to compare ({ds.num_train} examples); compare models on the data they "
-                "were fitted on"
-            )
 
 
 def _sparsity(zm: ZooModel) -> float:
@@ -244,10 +202,15 @@ def compare_models(
     :param num_samples: posterior draws per guide, ``S``.
     :param method: ArviZ's weighting: ``stacking``, ``BB-pseudo-BMA`` or ``pseudo-BMA``.
     :param vi: compute the VI diagnostic where it is defined.
+    The test split is scored in chunks of draws (a running log-sum-exp), so only the training
+    split's ``(S, N_train)`` matrix, which PSIS-LOO needs whole, is held per model.
+
     :raises ValueError: before any work, for ``num_samples < 2``, no models, a model that was
         not fitted or was fitted on other data, models observing different things, data of the
-        wrong shape or targets of the wrong length, or an entry without a pointwise
-        log-likelihood.
+        wrong shape or targets of the wrong length, an entry without a pointwise
+        log-likelihood, a guide without global posterior draws (PPCA's point estimates), or
+        pointwise log-likelihoods too large for the available memory (the message gives the
+        estimate: lower ``num_samples``); see :mod:`zoo.compare.checks`.
     """
     from zoo.data import as_dataset
 
@@ -256,7 +219,9 @@ def compare_models(
         raise ValueError("PSIS-LOO needs at least 2 posterior draws per model: num_samples >= 2")
     labelled = _labelled(models)
     ds = as_dataset(data, y)
-    _check_models(labelled, ds)
+    check_comparable(labelled, ds)
+    num_draws = {label: _num_draws(m, num_samples) for label, m in labelled.items()}
+    check_memory(num_draws, ds.num_train, ds.num_test)
 
     from tqdm.auto import tqdm
 
@@ -279,7 +244,7 @@ def compare_models(
         loo=loos,
         waic={label: s.waic for label, s in scored.items() if s.waic is not None},
         vi={label: s.vi for label, s in scored.items() if s.vi is not None},
-        test_log_lik={label: s.test_ll for label, s in scored.items() if s.test_ll is not None},
+        test_elpd_i={label: s.test_i for label, s in scored.items() if s.test_i is not None},
         predictive={label: s.predictive for label, s in scored.items() if s.predictive is not None},
         y_test=y_test,
         nuts={label: s.nuts for label, s in scored.items() if s.nuts is not None},
@@ -295,7 +260,7 @@ class _Scored:
     loo: ElpdResult
     waic: ElpdResult | None = None
     vi: VIDiagnostic | str | None = None
-    test_ll: np.ndarray | None = None
+    test_i: np.ndarray | None = None
     predictive: np.ndarray | None = None
     nuts: NUTSReference | None = None
 
@@ -317,6 +282,69 @@ def _pooled(
     return x_all, y_all, y_test
 
 
+def _num_draws(m: Any, num_samples: int) -> int:
+    """The draws scored for ``m``: a NUTS reference's own, else ``num_samples`` of the guide."""
+    if isinstance(m, NUTSReference):
+        return len(next(iter(m.samples.values())))
+    return num_samples
+
+
+def _log_sum_exp(a: np.ndarray) -> np.ndarray:
+    """``log sum_s exp(a[s])`` over the first axis, stably."""
+    top = a.max(axis=0)
+    return top + np.log(np.exp(a - top).sum(axis=0))
+
+
+def _draw_in_chunks(
+    m: Any,
+    x_all: torch.Tensor,
+    y_all: torch.Tensor | None,
+    n_train: int,
+    num: int,
+    batch_size: int | None,
+) -> tuple[PointwiseDraws, np.ndarray | None]:
+    """``num`` draws of ``m`` scored on every example, in chunks of
+    :func:`~zoo.compare.checks.chunk_draws`: the training columns written into one ``(S,
+    N_train)`` array (PSIS-LOO needs it whole), the test columns summed into a running
+    log-sum-exp and the predictive mean into a running sum, so no ``(S, N)`` matrix is held.
+
+    :returns: the training split's draws (with the predictive mean of every example) and the
+        held-out elpd of each test example (``None`` without a test split).
+    """
+    import torch
+
+    from zoo.spec import PointwiseDraws
+
+    zm = m.zm if isinstance(m, NUTSReference) else m
+    train = np.empty((num, n_train))
+    test_lse, pred_sum, posteriors, dims = None, None, [], {}
+    step = chunk_draws(len(x_all))
+    for start in range(0, num, step):
+        k = min(step, num - start)
+        samples = None
+        if isinstance(m, NUTSReference):
+            samples = {name: v[start : start + k] for name, v in m.samples.items()}
+        draws = pointwise_draws(zm, x_all, y_all, k, batch_size, samples=samples)
+        log_lik = draws.log_lik.numpy()
+        train[start : start + k] = log_lik[:, :n_train]
+        if len(x_all) > n_train:
+            part = _log_sum_exp(log_lik[:, n_train:])
+            test_lse = part if test_lse is None else np.logaddexp(test_lse, part)
+        if draws.predictive_mean is not None:
+            part = draws.predictive_mean.double() * k
+            pred_sum = part if pred_sum is None else pred_sum + part
+        posteriors.append(draws.posterior)
+        dims = draws.dims
+        del draws, log_lik  # the chunk goes before the next is drawn
+    out = PointwiseDraws(
+        log_lik=torch.from_numpy(train),
+        posterior={k: torch.cat([p[k] for p in posteriors]) for k in posteriors[0]},
+        dims=dims,
+        predictive_mean=None if pred_sum is None else pred_sum / num,
+    )
+    return out, None if test_lse is None else test_lse - math.log(num)
+
+
 def _score(
     label: str,
     m: Any,
@@ -335,30 +363,21 @@ def _score(
 
     zm = m.zm if isinstance(m, NUTSReference) else m
     pyro.set_rng_seed(seed)
-    if isinstance(m, NUTSReference):
-        num_draws = len(next(iter(m.samples.values())))
-        draws = pointwise_draws(zm, x_all, y_all, num_draws, batch_size, samples=m.samples)
-        chains = m.num_chains
-    else:
-        draws = pointwise_draws(zm, x_all, y_all, num_samples, batch_size)
-        chains = 1
-    n_train = ds.num_train
-    log_lik = draws.log_lik.numpy()
-    if np.all(np.ptp(log_lik[:, :n_train], axis=0) == 0):
+    num = _num_draws(m, num_samples)
+    chains = m.num_chains if isinstance(m, NUTSReference) else 1
+    draws, test_i = _draw_in_chunks(m, x_all, y_all, ds.num_train, num, batch_size)
+    if np.all(np.ptp(draws.log_lik.numpy(), axis=0) == 0):
         raise ValueError(
             f"{label!r}: every posterior draw gives the same likelihood (its parameters are "
             "point estimates), so PSIS-LOO is undefined; compare models with latent "
             "global variables (e.g. bpca rather than ppca)"
         )
-    train_draws = type(draws)(
-        log_lik=draws.log_lik[:, :n_train], posterior=draws.posterior, dims=draws.dims
-    )
     attrs = {"model": zm.name, "guide": m.guide_name, "data": ds.name}
-    idata = draws_inference_data(zm, train_draws, ds.x_train, ds.y_train, attrs, chains)
+    idata = draws_inference_data(zm, draws, ds.x_train, ds.y_train, attrs, chains)
     scored = _Scored(row={"model": zm.name, "guide": m.guide_name}, idata=idata, loo=loo(idata))
     if arviz_major() < 1:
         scored.waic = waic(idata)
-    _test_columns(scored, zm, draws, log_lik, ds)
+    _test_columns(scored, zm, draws, test_i, ds)
     if isinstance(m, NUTSReference):
         scored.nuts = m
         scored.row["sparsity"] = math.nan
@@ -370,7 +389,11 @@ def _score(
 
 
 def _test_columns(
-    scored: _Scored, zm: ZooModel, draws: PointwiseDraws, log_lik: np.ndarray, ds: Dataset
+    scored: _Scored,
+    zm: ZooModel,
+    draws: PointwiseDraws,
+    test_i: np.ndarray | None,
+    ds: Dataset,
 ) -> None:
     """The held-out elpd and its s.e. and, for a classifier, the accuracy and the expected
     calibration error of the draws' mean class probabilities; ``nan`` without a test split."""
@@ -378,11 +401,11 @@ def _test_columns(
 
     row = scored.row
     row["test_elpd"] = row["test_elpd_se"] = row["accuracy"] = row["ece"] = math.nan
-    if not ds.num_test:
+    if not ds.num_test or test_i is None:
         return
     n_train = ds.num_train
-    scored.test_ll = log_lik[:, n_train:]
-    row["test_elpd"], row["test_elpd_se"], _ = held_out_elpd(scored.test_ll)
+    scored.test_i = test_i
+    row["test_elpd"], row["test_elpd_se"] = held_out_summary(test_i)
     if draws.predictive_mean is not None:
         scored.predictive = draws.predictive_mean[n_train:].numpy()
         if zm.info.task == "classification":

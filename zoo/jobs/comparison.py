@@ -15,6 +15,7 @@ Usage::
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -44,6 +45,8 @@ COMPARE_DEFAULT_MODELS = (
 )
 #: What ``zoo compare`` writes to ``--out``; an existing one is not overwritten without --force.
 COMPARE_OUTPUTS = ("compare.csv", "compare.md", "compare_plot.png", "reliability.png")
+#: Chains of the NUTS reference: its row scores ``NUTS_CHAINS * nuts_samples`` draws.
+NUTS_CHAINS = 2
 
 
 def _parse_model(text: str) -> tuple[str, str]:
@@ -73,6 +76,28 @@ def _write_all(out: Path, writers: dict[str, Any]) -> None:
             tmp.unlink(missing_ok=True)
 
 
+def _check_writable(out: Path) -> None:
+    """``out`` is a folder a file can be written to: created if needed (and removed again, with
+    any parents created for it, so a refused job leaves nothing), a probe file written and
+    removed.  Raises ``ValueError`` naming the path otherwise."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is not a folder (it is a file)")
+    created = [p for p in (out, *out.parents) if not p.exists()]
+    probe = out / f".probe-{os.getpid()}"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ValueError(f"--out {out} is not writable: {exc.strerror or exc}") from exc
+    finally:
+        for path in created:  # deepest first
+            try:
+                path.rmdir()
+            except OSError:
+                break
+
+
 def _check_settings(
     num_samples: int, nuts_samples: int, nuts_warmup: int, out: Path, force: bool
 ) -> None:
@@ -81,6 +106,7 @@ def _check_settings(
         raise ValueError(f"--num-samples must be at least 2 (PSIS-LOO), got {num_samples}")
     if min(nuts_samples, nuts_warmup) < 1:
         raise ValueError("--nuts-samples and --nuts-warmup must be at least 1")
+    _check_writable(out)
     existing = [name for name in COMPARE_OUTPUTS if (out / name).exists()]
     if existing and not force:
         raise ValueError(
@@ -170,22 +196,39 @@ def _compare_data(
     return dataset
 
 
+def _check_models(
+    models: Mapping[str, ZooModel],
+    dataset: zdata.Dataset,
+    nuts: str | None,
+    num_samples: int,
+    nuts_samples: int,
+    fitted: bool,
+) -> None:
+    """Before any training or drawing: every model can be compared with the others on
+    ``dataset`` (fitted on it when ``fitted``), NUTS can sample ``nuts``, and the pointwise
+    log-likelihoods fit in memory."""
+    from zoo.compare import check_comparable, check_memory, check_nuts_model
+
+    check_comparable(models, dataset, fitted=fitted)
+    num_draws = {label: num_samples for label in models}
+    if nuts is not None:
+        label = next(label for label in models if label.split(":")[0] == nuts)
+        zm = models[label]
+        y_two = None if zm.spec.observes == "x" else dataset.y_train[:2].to(zm.device)
+        check_nuts_model(zm, dataset.x_train[:2].to(zm.device), y_two)
+        num_draws[f"{nuts}:nuts"] = NUTS_CHAINS * nuts_samples
+    check_memory(num_draws, dataset.num_train, dataset.num_test, flag="--num-samples")
+
+
 def _build_models(
-    pairs: Sequence[tuple[str, str]], dataset: zdata.Dataset, seed: int, nuts: str | None
+    pairs: Sequence[tuple[str, str]], dataset: zdata.Dataset, seed: int
 ) -> dict[str, ZooModel]:
     """Every model of the comparison, labelled ``name:guide``, built before any training so
-    that a model that does not fit the data (or NUTS) fails first."""
-    from zoo.compare import check_nuts_model
-
-    built = {
+    that a model that does not fit the data fails first."""
+    return {
         f"{name}:{guide}": create_model(name, data=dataset, guide=guide, seed=seed)
         for name, guide in pairs
     }
-    if nuts is not None:
-        label = next(label for label in built if label.split(":")[0] == nuts)
-        y_two = None if dataset.y_train is None else dataset.y_train[:2]
-        check_nuts_model(built[label], dataset.x_train[:2], y_two)
-    return built
 
 
 def _train_models(
@@ -234,6 +277,7 @@ def _nuts_step(
         dataset,
         num_samples=nuts_samples,
         warmup=nuts_warmup,
+        num_chains=NUTS_CHAINS,
         seed=seed,
         progress=progress,
     )
@@ -330,7 +374,8 @@ def _train_step(
         models, num_samples, num_epochs, nuts, nuts_samples, nuts_warmup, out, force
     )
     dataset = _compare_data(data or "digits", data_dir, num_train, data_options)
-    built = _build_models(pairs, dataset, seed, nuts)
+    built = _build_models(pairs, dataset, seed)
+    _check_models(built, dataset, nuts, num_samples, nuts_samples, fitted=False)
     print(
         f"comparing {len(built)} models{' + NUTS' if nuts else ''} on {dataset.name} "
         f"({dataset.num_train} train / {dataset.num_test} test), {num_samples} posterior "
@@ -370,9 +415,14 @@ def compare_main(
     dataset's name or a ``.csv``/``.npz`` file, read with ``data_options`` (``target``,
     ``test_fraction``, ``split_seed``, ``task``; see :func:`zoo.jobs.load_data`).
 
-    Everything is checked before any training: the model and guide names, the data, the counts
-    and the output folder, which must not already hold results unless ``force``.  Files are
-    written only once everything is computed.  Returns the table.
+    Everything is checked before any training (with ``runs``, before any draw): the model and
+    guide names, the data, the counts, the output folder (created if needed, and a probe file
+    written to it; it must not already hold results unless ``force``), that every model can be
+    compared with the others (a pointwise log-likelihood, global posterior draws, the same
+    observed variable; see :func:`zoo.compare.check_comparable`), that NUTS can sample its
+    model, and that the pointwise log-likelihoods fit in the available memory
+    (:func:`zoo.compare.check_memory`: a ``ValueError`` with the estimate otherwise).  Files
+    are written only once everything is computed.  Returns the table.
     """
     # zoo.compare imports ArviZ: only this job pays for it, not `zoo list` or `zoo train`
     from zoo.compare import compare_models
@@ -391,6 +441,7 @@ def compare_main(
         nuts = _resolve_nuts(nuts, list(fitted))
         for zm in fitted.values():
             zm.to(dev)
+        _check_models(fitted, dataset, nuts, num_samples, nuts_samples, fitted=True)
         print(f"comparing {len(fitted)} trained models on {dataset.name}, on {dev}")
     else:
         fitted, dataset, nuts = _train_step(
