@@ -44,6 +44,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = [
+    "CONSTANT_DRAWS",
     "KHAT_GOOD",
     "KHAT_OK",
     "OBS",
@@ -51,6 +52,7 @@ __all__ = [
     "ElpdResult",
     "arviz_major",
     "compare_elpd",
+    "explain_constant_draws",
     "held_out_elpd",
     "held_out_summary",
     "import_arviz",
@@ -71,6 +73,10 @@ KHAT_GOOD, KHAT_OK = 0.5, 0.7
 
 #: Rank-normalized split R-hat above this means the chains disagree (Vehtari et al. 2021).
 RHAT_OK = 1.01
+
+#: Log-likelihoods that differ by at most this many nats over the draws are constant draws:
+#: the point's LOO term is exact to this tolerance and its Pareto k undefined.
+CONSTANT_DRAWS = 1e-8
 
 #: The variable name of the observations in ``log_likelihood`` and ``observed_data``.
 OBS = "obs"
@@ -206,7 +212,13 @@ class ElpdResult:
     :ivar good_k: ArviZ's threshold for ``S`` draws, ``min(1 - 1/log10 S, 0.7)``.
     :ivar warning: ArviZ's own flag: some ``k > good_k`` (LOO) or some variance of the
         log predictive density above 0.4 (WAIC).
-    :ivar messages: the text of every warning ArviZ raised while computing it.
+    :ivar messages: the text of every warning ArviZ raised while computing it, and the zoo's
+        note on points with constant draws.
+    :ivar constant: LOO only: the points whose log-likelihood is the same in every draw
+        (within :data:`CONSTANT_DRAWS`), ``(N,)`` booleans.  Their Pareto k is undefined
+        (ArviZ reports ``inf``): there is no tail to fit, not a heavy one, and their LOO term
+        is exact to that tolerance.  They are not counted in :attr:`n_high_k` nor in
+        :attr:`warning`.
     """
 
     kind: str
@@ -221,14 +233,27 @@ class ElpdResult:
     warning: bool
     messages: list[str]
     raw: Any = field(repr=False)
+    constant: np.ndarray | None = field(default=None, repr=False)
+
+    def _varying_k(self) -> np.ndarray:
+        """The Pareto k of the points whose draws differ (all of them when none is constant)."""
+        if self.constant is None:
+            return self.pareto_k
+        return self.pareto_k[~self.constant]
+
+    @property
+    def n_constant(self) -> int:
+        """Observations whose log-likelihood is the same in every draw (k undefined, LOO exact)."""
+        return 0 if self.constant is None else int(np.sum(self.constant))
 
     @property
     def n_high_k(self) -> int:
-        """Observations with ``k > 0.7``, where PSIS-LOO is not to be trusted."""
+        """Observations with ``k > 0.7``, where PSIS-LOO is not to be trusted; points with
+        constant draws (:attr:`constant`) are not counted."""
         if self.pareto_k is None:
             return 0
-        # a k ArviZ could not estimate (nan, inf) is no better than a large one
-        return int(np.sum(~(self.pareto_k <= KHAT_OK)))
+        # a k ArviZ could not estimate (nan, inf) from varying draws is no better than a large one
+        return int(np.sum(~(self._varying_k() <= KHAT_OK)))
 
     def summary(self) -> str:
         """The warnings in a few words, for a table cell; empty when there are none."""
@@ -236,9 +261,11 @@ class ElpdResult:
         if self.pareto_k is not None:
             if self.n_high_k:
                 parts.append(f"{self.n_high_k}/{self.n_data_points} k>0.7")
-            over = int(np.sum(self.pareto_k > self.good_k))
+            over = int(np.sum(~(self._varying_k() <= self.good_k)))
             if self.good_k is not None and self.good_k < KHAT_OK and over > self.n_high_k:
                 parts.append(f"{over} k>{self.good_k:.2f}")
+            if self.n_constant:
+                parts.append(f"{self.n_constant} constant draws (k undefined, LOO exact)")
         elif self.warning:
             parts.append("var(log p) > 0.4")
         if self.warning:
@@ -254,7 +281,71 @@ def loo(data: Any, *, reff: float | None = None) -> ElpdResult:
 
     :param reff: relative efficiency of the draws, ``ESS / S``; ArviZ estimates it from the
         posterior group when omitted (1 for one chain, as for independent draws from a guide).
+
+    A point whose log-likelihood is the same in every draw (a confident point whose score
+    rounds to one value, a model without posterior spread there) has no tail to fit: ArviZ
+    reports ``k = inf`` and warns, though its LOO term is exact
+    (:func:`explain_constant_draws`).  Such points are marked in :attr:`ElpdResult.constant`,
+    are not counted as ``k > 0.7``, and a message says so in place of ArviZ's warning when
+    they are the only points it flagged.
     """
+    result = _arviz_loo(data, reff)
+    values = np.asarray(data["log_likelihood"][OBS].values, dtype=np.float64)
+    return explain_constant_draws(result, values.reshape(-1, result.n_data_points))
+
+
+def explain_constant_draws(result: ElpdResult, log_lik: np.ndarray) -> ElpdResult:
+    """``result`` (PSIS-LOO of ``log_lik``, ``(S, N)``) with its points of constant draws marked.
+
+    A point whose log-likelihoods differ by at most :data:`CONSTANT_DRAWS` nats over the draws
+    has importance ratios ``1 / p(y_i | theta_s)`` equal to that relative precision: its LOO
+    term lies between the smallest and largest ``log p(y_i | theta_s)`` (a weighted mean of the
+    ``p``), so ``log mean_s p(y_i | theta_s)`` is it within that tolerance, whatever the tail.
+    ArviZ's Pareto fit degenerates there (``k = inf``, or ``nan`` terms when the ratios differ
+    in the last bits); those terms, the sums and ArviZ's own result are set to that value, and
+    when these are the only points ArviZ flagged its Pareto warning is replaced by a note.
+    """
+    constant = np.ptp(log_lik, axis=0) <= CONSTANT_DRAWS
+    result.constant = constant
+    if not constant.any():
+        return result
+    flagged = ~(result.pareto_k <= result.good_k)
+    if result.warning and not (flagged & ~constant).any():
+        result.warning = False
+        result.messages = [m for m in result.messages if "Pareto" not in m]
+    if np.isfinite(result.pointwise[~constant]).all():
+        # NumPy's divide-by-zero warnings from the degenerate Pareto fits of these points
+        result.messages = [m for m in result.messages if "encountered in" not in m]
+    top = log_lik.max(axis=0)
+    lppd = top + np.log(np.mean(np.exp(log_lik - top), axis=0))
+    pointwise = np.where(constant, lppd, result.pointwise)
+    result.pointwise = pointwise
+    result.elpd, result.se = held_out_summary(pointwise)
+    result.p = float(lppd.sum() - result.elpd)
+    _set_raw_loo(result)
+    result.messages.append(
+        f"{int(constant.sum())} of {result.n_data_points} points have the same log-likelihood "
+        f"in every draw (within {CONSTANT_DRAWS:g} nats: constant draws, not heavy tails): "
+        "their Pareto k is undefined and their LOO term is exact to that tolerance, so they "
+        "are not counted as k > 0.7"
+    )
+    return result
+
+
+def _set_raw_loo(result: ElpdResult) -> None:
+    """Write ``result``'s pointwise terms and sums into ArviZ's own result, which
+    ``arviz.compare`` reads (ArviZ 0.x: ``loo_i``, ``elpd_loo``; 1.x: ``elpd_i``, ``elpd``)."""
+    raw = result.raw
+    if arviz_major() >= 1:
+        raw.elpd_i.values[...] = result.pointwise.reshape(raw.elpd_i.shape)
+        raw.elpd, raw.se, raw.p = result.elpd, result.se, result.p
+        return
+    raw["loo_i"].values[...] = result.pointwise.reshape(raw["loo_i"].shape)
+    raw["elpd_loo"], raw["se"], raw["p_loo"] = result.elpd, result.se, result.p
+
+
+def _arviz_loo(data: Any, reff: float | None) -> ElpdResult:
+    """``arviz.loo(pointwise=True)`` read into an :class:`ElpdResult`, on either ArviZ."""
     az = import_arviz()
     if arviz_major() >= 1:
         raw, messages = record_warnings(az.loo, data, pointwise=True, var_name=OBS, reff=reff)
