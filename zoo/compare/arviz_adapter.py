@@ -11,7 +11,8 @@ and return types; the functions here take NumPy arrays and hide the difference:
   Bayesian predictive distributions"), with every Pareto-k warning kept in the result.
 * :func:`held_out_elpd` -- ``sum_i log mean_s p(y_i | theta_s)`` on a test split, with its
   standard error.
-* :func:`psis_khat`, :func:`khat_verdict` -- the Pareto k of importance ratios and its reading.
+* :func:`psis_smooth`, :func:`psis_khat`, :func:`khat_verdict` -- PSIS's smoothed weights,
+  the Pareto k of importance ratios and its reading.
 * :func:`mcmc_diagnostics`, :func:`mcmc_inference_data` -- R-hat, bulk ESS and ArviZ's
   container of MCMC chains.
 * :func:`plot_compare` -- ``arviz.plot_compare`` as a PNG.
@@ -63,6 +64,7 @@ __all__ = [
     "mcmc_inference_data",
     "plot_compare",
     "psis_khat",
+    "psis_smooth",
     "record_warnings",
     "waic",
 ]
@@ -237,9 +239,7 @@ class ElpdResult:
 
     def _varying_k(self) -> np.ndarray:
         """The Pareto k of the points whose draws differ (all of them when none is constant)."""
-        if self.constant is None:
-            return self.pareto_k
-        return self.pareto_k[~self.constant]
+        return self.pareto_k if self.constant is None else self.pareto_k[~self.constant]
 
     @property
     def n_constant(self) -> int:
@@ -282,28 +282,24 @@ def loo(data: Any, *, reff: float | None = None) -> ElpdResult:
     :param reff: relative efficiency of the draws, ``ESS / S``; ArviZ estimates it from the
         posterior group when omitted (1 for one chain, as for independent draws from a guide).
 
-    A point whose log-likelihood is the same in every draw (a confident point whose score
-    rounds to one value, a model without posterior spread there) has no tail to fit: ArviZ
-    reports ``k = inf`` and warns, though its LOO term is exact
-    (:func:`explain_constant_draws`).  Such points are marked in :attr:`ElpdResult.constant`,
-    are not counted as ``k > 0.7``, and a message says so in place of ArviZ's warning when
-    they are the only points it flagged.
+    Points with the same log-likelihood in every draw: see :func:`explain_constant_draws`.
     """
-    result = _arviz_loo(data, reff)
     values = np.asarray(data["log_likelihood"][OBS].values, dtype=np.float64)
-    return explain_constant_draws(result, values.reshape(-1, result.n_data_points))
+    log_lik = values.reshape(-1, values.shape[-1])
+    constant = np.ptp(log_lik, axis=0) <= CONSTANT_DRAWS
+    result = _arviz_loo(_spread_constant(data, constant) if constant.any() else data, reff)
+    return explain_constant_draws(result, log_lik)
 
 
 def explain_constant_draws(result: ElpdResult, log_lik: np.ndarray) -> ElpdResult:
     """``result`` (PSIS-LOO of ``log_lik``, ``(S, N)``) with its points of constant draws marked.
 
-    A point whose log-likelihoods differ by at most :data:`CONSTANT_DRAWS` nats over the draws
-    has importance ratios ``1 / p(y_i | theta_s)`` equal to that relative precision: its LOO
-    term lies between the smallest and largest ``log p(y_i | theta_s)`` (a weighted mean of the
-    ``p``), so ``log mean_s p(y_i | theta_s)`` is it within that tolerance, whatever the tail.
-    ArviZ's Pareto fit degenerates there (``k = inf``, or ``nan`` terms when the ratios differ
-    in the last bits); those terms, the sums and ArviZ's own result are set to that value, and
-    when these are the only points ArviZ flagged its Pareto warning is replaced by a note.
+    Where ``log p(y_i | theta_s)`` varies by at most :data:`CONSTANT_DRAWS` nats over the draws,
+    the LOO term (a weighted mean of the ``p``) is ``log mean_s p(y_i | theta_s)`` within that
+    tolerance, whatever the tail; ArviZ's Pareto fit degenerates there (``k = inf``, ``nan``
+    terms, or on 1.x an error: :func:`loo` gives it a spread of ``CONSTANT_DRAWS / 10``).  Those
+    terms, the sums and ArviZ's own result take that value, their k is ``nan`` (undefined), and
+    a note replaces ArviZ's Pareto warning when these are the only points it flagged.
     """
     constant = np.ptp(log_lik, axis=0) <= CONSTANT_DRAWS
     result.constant = constant
@@ -313,13 +309,11 @@ def explain_constant_draws(result: ElpdResult, log_lik: np.ndarray) -> ElpdResul
     if result.warning and not (flagged & ~constant).any():
         result.warning = False
         result.messages = [m for m in result.messages if "Pareto" not in m]
-    if np.isfinite(result.pointwise[~constant]).all():
-        # NumPy's divide-by-zero warnings from the degenerate Pareto fits of these points
+    if np.isfinite(result.pointwise[~constant]).all():  # NumPy's, from the degenerate fits
         result.messages = [m for m in result.messages if "encountered in" not in m]
-    top = log_lik.max(axis=0)
-    lppd = top + np.log(np.mean(np.exp(log_lik - top), axis=0))
-    pointwise = np.where(constant, lppd, result.pointwise)
-    result.pointwise = pointwise
+    lppd = held_out_elpd(log_lik)[2]
+    result.pareto_k = np.where(constant, np.nan, result.pareto_k)
+    result.pointwise = pointwise = np.where(constant, lppd, result.pointwise)
     result.elpd, result.se = held_out_summary(pointwise)
     result.p = float(lppd.sum() - result.elpd)
     _set_raw_loo(result)
@@ -347,38 +341,38 @@ def _set_raw_loo(result: ElpdResult) -> None:
 def _arviz_loo(data: Any, reff: float | None) -> ElpdResult:
     """``arviz.loo(pointwise=True)`` read into an :class:`ElpdResult`, on either ArviZ."""
     az = import_arviz()
-    if arviz_major() >= 1:
-        raw, messages = record_warnings(az.loo, data, pointwise=True, var_name=OBS, reff=reff)
-        return ElpdResult(
-            kind="loo",
-            elpd=float(raw.elpd),
-            se=float(raw.se),
-            p=float(raw.p),
-            n_samples=int(raw.n_samples),
-            n_data_points=int(raw.n_data_points),
-            pointwise=np.asarray(raw.elpd_i.values, dtype=np.float64).ravel(),
-            pareto_k=np.asarray(raw.pareto_k.values, dtype=np.float64).ravel(),
-            good_k=float(raw.good_k),
-            warning=bool(raw.warning),
-            messages=messages,
-            raw=raw,
-        )
     raw, messages = record_warnings(az.loo, data, pointwise=True, var_name=OBS, reff=reff)
+    one = arviz_major() >= 1
+
+    def get(name_1x: str, name_0x: str) -> Any:
+        return getattr(raw, name_1x) if one else raw[name_0x]
+
     return ElpdResult(
         kind="loo",
-        elpd=float(raw["elpd_loo"]),
-        se=float(raw["se"]),
-        p=float(raw["p_loo"]),
-        n_samples=int(raw["n_samples"]),
-        n_data_points=int(raw["n_data_points"]),
-        pointwise=np.asarray(raw["loo_i"].values, dtype=np.float64).ravel(),
-        pareto_k=np.asarray(raw["pareto_k"].values, dtype=np.float64).ravel(),
+        elpd=float(get("elpd", "elpd_loo")),
+        se=float(get("se", "se")),
+        p=float(get("p", "p_loo")),
+        n_samples=int(get("n_samples", "n_samples")),
+        n_data_points=int(get("n_data_points", "n_data_points")),
+        pointwise=np.asarray(get("elpd_i", "loo_i").values, dtype=np.float64).ravel(),
+        pareto_k=np.asarray(get("pareto_k", "pareto_k").values, dtype=np.float64).ravel(),
         # ArviZ < 0.18 has no sample-size dependent threshold: 0.7 then
-        good_k=float(raw["good_k"]) if "good_k" in raw else KHAT_OK,
-        warning=bool(raw["warning"]),
+        good_k=float(get("good_k", "good_k")) if one or "good_k" in raw else KHAT_OK,
+        warning=bool(get("warning", "warning")),
         messages=messages,
         raw=raw,
     )
+
+
+def _spread_constant(data: Any, constant: np.ndarray) -> Any:
+    """A copy of ``data`` whose constant log-likelihood columns vary by a ramp of
+    ``CONSTANT_DRAWS / 10`` nats: ArviZ 1.x refuses a Pareto fit to equal values ("All tail
+    values are the same"); the terms of these points are replaced afterwards anyway."""
+    data = data.copy(deep=True) if arviz_major() >= 1 else data.copy()
+    values = data["log_likelihood"][OBS].values
+    ramp = np.linspace(0.0, CONSTANT_DRAWS / 10, values.shape[0] * values.shape[1])
+    values[..., constant] += ramp.reshape(values.shape[:2])[..., None]
+    return data
 
 
 def waic(data: Any) -> ElpdResult:
@@ -495,26 +489,31 @@ def held_out_summary(pointwise: np.ndarray) -> tuple[float, float]:
     return float(pointwise.sum()), float(math.sqrt(n * pointwise.var()))
 
 
-def psis_khat(log_ratios: np.ndarray) -> tuple[float, list[str]]:
-    """The Pareto shape ``k`` of Pareto-smoothed importance weights ``exp(log_ratios)``.
+def psis_smooth(log_weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """ArviZ's PSIS (Vehtari et al. 2024) over the last axis, relative efficiency 1: the
+    smoothed log weights, normalized, each row's Pareto ``k``, and ArviZ's warnings.  ArviZ 0.x
+    takes log weights, 1.x log-likelihoods (it negates them); each gets what it expects."""
+    log_weights = np.asarray(log_weights, dtype=np.float64)
+    if arviz_major() >= 1:
+        from arviz_stats.base import array_stats
 
-    ArviZ's PSIS (Vehtari, Simpson, Gelman, Yao & Gabry 2024) over the last axis, with relative
-    efficiency 1 (independent draws).  ArviZ 0.x takes log weights, 1.x log-likelihoods (it
-    negates them); both are given what makes the weights ``exp(log_ratios)``.
+        (smoothed, k), messages = record_warnings(array_stats.psislw, -log_weights, r_eff=1.0)
+    else:
+        (smoothed, k), messages = record_warnings(import_arviz().psislw, log_weights, reff=1.0)
+    return np.asarray(smoothed, dtype=np.float64), np.asarray(k, dtype=np.float64), messages
+
+
+def psis_khat(log_ratios: np.ndarray) -> tuple[float, list[str]]:
+    """The Pareto shape ``k`` of Pareto-smoothed importance weights ``exp(log_ratios)``
+    (:func:`psis_smooth` of a 1-D array).
 
     :returns: ``(k, warnings ArviZ raised)``.
     """
     log_ratios = np.asarray(log_ratios, dtype=np.float64)
     if log_ratios.ndim != 1 or log_ratios.size < 5:
         raise ValueError(f"need a 1-D array of at least 5 log ratios, got {log_ratios.shape}")
-    az = import_arviz()
-    if arviz_major() >= 1:
-        from arviz_stats.base import array_stats
-
-        (_, k), messages = record_warnings(array_stats.psislw, -log_ratios, r_eff=1.0)
-    else:
-        (_, k), messages = record_warnings(az.psislw, log_ratios, reff=1.0)
-    return float(np.asarray(k)), messages
+    _, k, messages = psis_smooth(log_ratios)
+    return float(k), messages
 
 
 def khat_verdict(k: float) -> str:

@@ -137,3 +137,26 @@ def test_mcmc_inference_data_without_pyro_runs(C):
     data, messages = C.mcmc_inference_data(chains)
     assert isinstance(data, xr.DataTree) and isinstance(messages, list)
     np.testing.assert_array_equal(data["posterior"]["w"].values, chains["w"])
+
+
+def test_constant_draws_are_explained_not_counted(C):
+    """Points whose log-likelihood is the same in every draw (a confident point's 0.0): k is
+    undefined, the term is exact (the log-likelihood itself), ArviZ's own result holds it too,
+    and no k > 0.7 is counted."""
+    log_lik = _log_lik(9)
+    log_lik[:, :5] = -1e-20  # constant in every draw
+    log_lik[:, 5] = -1e-14 * np.random.default_rng(9).uniform(1, 2, 400)  # within 1e-8 nats
+    result = C.loo(C.inference_data(log_lik, np.zeros(60)))
+    assert result.constant[:6].all() and result.n_constant == 6 and result.n_high_k == 0
+    np.testing.assert_allclose(result.pointwise[:6], log_lik[0, :6], atol=C.CONSTANT_DRAWS)
+    assert np.isfinite(result.pointwise).all() and not result.warning
+    assert float(result.raw.elpd) == pytest.approx(result.elpd)
+    assert any("constant draws, not heavy tails" in m for m in result.messages)
+    assert np.isfinite(C.compare_elpd({"a": result, "b": result})["elpd"]).all()
+
+
+def test_psis_smooth_normalizes_over_the_last_axis(C):
+    rng = np.random.default_rng(10)
+    smoothed, k, _ = C.psis_smooth(rng.normal(0, 0.3, (4, 500)))
+    np.testing.assert_allclose(np.exp(smoothed).sum(-1), 1.0, rtol=1e-12)
+    assert k.shape == (4,) and (k < 0.5).all()
