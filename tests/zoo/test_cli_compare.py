@@ -40,6 +40,9 @@ def test_compare_end_to_end_writes_the_table_and_refuses_to_overwrite(tmp_path, 
     defined = table["guide"].eq("meanfield")
     assert table.loc[defined, "vi_khat"].notna().all()
     assert table.loc[~defined, "vi_khat"].isna().all()
+    # the guide-corrected LOO beside the raw one, on the same rows (nan for NUTS too)
+    assert table.loc[defined, ["elpd_loo_q", "elpd_loo_q_se", "khat_q"]].notna().all().all()
+    assert table.loc[~defined, "elpd_loo_q"].isna().all()
     assert table.loc[table["guide"] == "sparse-vd", "sparsity"].notna().all()
     md = (out / "compare.md").read_text()
     assert md.count("\n| ") == 5 and "improper" in md and "no density" in md

@@ -16,7 +16,8 @@ pointwise predictive density (elpd).  Its modules, bottom to top:
   low-dimensional quantities of each draw (weight norms, never the weights themselves).
 * :mod:`zoo.compare.vi` -- :func:`vi_diagnostic`, the Pareto k of the importance ratios
   ``p(theta, D) / q(theta)`` (Yao, Vehtari, Simpson & Gelman 2018, "Yes, but did it work?"):
-  how far to trust a guide.
+  how far to trust a guide; :func:`guide_loo`, PSIS-LOO of the posterior from the guide's
+  draws weighted by those ratios (Magnusson et al. 2019), beside the raw LOO of q.
 * :mod:`zoo.compare.nuts` -- :func:`nuts_reference`, NUTS (Hoffman & Gelman 2014) through
   Pyro's MCMC on the same model, the exact posterior a guide can be ranked against.
 * :mod:`zoo.compare.checks` -- what a comparison checks before any work:
@@ -69,7 +70,14 @@ from zoo.compare.checks import (
 from zoo.compare.nuts import NUTSReference, check_nuts_model, nuts_reference
 from zoo.compare.pointwise import pointwise_log_likelihood, to_inference_data
 from zoo.compare.table import COLUMNS, ComparisonResult, compare_models
-from zoo.compare.vi import DiagnosticUndefined, VIDiagnostic, vi_diagnostic
+from zoo.compare.vi import (
+    DiagnosticUndefined,
+    GuideLoo,
+    VIDiagnostic,
+    guide_loo,
+    reweighted_loo,
+    vi_diagnostic,
+)
 
 __all__ = [
     "COLUMNS",
@@ -80,6 +88,7 @@ __all__ = [
     "ComparisonResult",
     "DiagnosticUndefined",
     "ElpdResult",
+    "GuideLoo",
     "MemoryEstimate",
     "NUTSReference",
     "VIDiagnostic",
@@ -92,6 +101,7 @@ __all__ = [
     "compare_elpd",
     "compare_models",
     "estimate_compare_memory",
+    "guide_loo",
     "held_out_elpd",
     "held_out_summary",
     "inference_data",
@@ -102,6 +112,7 @@ __all__ = [
     "plot_compare",
     "pointwise_log_likelihood",
     "psis_khat",
+    "reweighted_loo",
     "to_inference_data",
     "vi_diagnostic",
     "waic",

@@ -5,7 +5,9 @@
 (:mod:`zoo.compare.pointwise`), ranks them by PSIS-LOO on the training split with ArviZ's
 stacking weights (Vehtari, Gelman & Gabry 2017; Yao et al. 2018), scores them on the test split
 (held-out elpd, accuracy, expected calibration error) and adds the VI diagnostic of Yao,
-Vehtari, Simpson & Gelman (2018) where it is defined.  The table has the columns
+Vehtari, Simpson & Gelman (2018) where it is defined, and from the same ratios
+``p(theta, D) / q(theta)`` the PSIS-LOO of the posterior rather than of q (``elpd_loo_q``,
+Magnusson et al. 2019).  The table has the columns
 :data:`COLUMNS`, best ``elpd_loo`` first; :class:`ComparisonResult` keeps what it was computed
 from.
 
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -35,13 +37,14 @@ from zoo.compare.arviz_adapter import (
     arviz_major,
     compare_elpd,
     held_out_summary,
+    khat_verdict,
     loo,
     waic,
 )
 from zoo.compare.checks import check_comparable, check_memory, chunk_draws
 from zoo.compare.nuts import NUTSReference
 from zoo.compare.pointwise import check_num_samples, draws_inference_data, pointwise_draws
-from zoo.compare.vi import DiagnosticUndefined, VIDiagnostic, vi_diagnostic
+from zoo.compare.vi import DiagnosticUndefined, GuideLoo, VIDiagnostic, guide_loo
 from zoo.util import local_params
 
 if TYPE_CHECKING:
@@ -69,6 +72,9 @@ COLUMNS = (
     "sparsity",
     "fit_seconds",
     "vi_khat",
+    "elpd_loo_q",
+    "elpd_loo_q_se",
+    "khat_q",
 )
 
 
@@ -91,6 +97,8 @@ class ComparisonResult:
         probabilities for classifiers).
     :ivar y_test: the test targets.
     :ivar nuts: the NUTS references among the models.
+    :ivar loo_q: each model's PSIS-LOO corrected for its guide (:func:`~zoo.compare.vi.guide_loo`,
+        the columns ``elpd_loo_q``, ``elpd_loo_q_se``, ``khat_q``), or why it is ``nan``.
     """
 
     table: pd.DataFrame
@@ -103,6 +111,7 @@ class ComparisonResult:
     predictive: dict[str, np.ndarray]
     y_test: np.ndarray | None
     nuts: dict[str, NUTSReference]
+    loo_q: dict[str, GuideLoo | str] = field(default_factory=dict)
 
     def messages(self) -> dict[str, list[str]]:
         """Every warning ArviZ raised, per model."""
@@ -201,7 +210,11 @@ def compare_models(
         inputs as a tensor with targets ``y`` (then there is no test split).
     :param num_samples: posterior draws per guide, ``S``.
     :param method: ArviZ's weighting: ``stacking``, ``BB-pseudo-BMA`` or ``pseudo-BMA``.
-    :param vi: compute the VI diagnostic where it is defined.
+    :param vi: compute the VI diagnostic where it is defined, and from the same draws the
+        PSIS-LOO corrected for the guide (``elpd_loo_q``: q's draws weighted by ``p(theta, D) /
+        q(theta)``, :func:`~zoo.compare.vi.guide_loo`); ``nan`` with the reason in
+        :attr:`ComparisonResult.loo_q` where it is undefined (MC dropout, a log-uniform prior,
+        NUTS, whose draws need no correction).
     The test split is scored in chunks of draws (a running log-sum-exp), so only the training
     split's ``(S, N_train)`` matrix, which PSIS-LOO needs whole, is held per model.
 
@@ -233,7 +246,7 @@ def compare_models(
         scored[label] = _score(
             label, m, ds, x_all, y_all, num_samples=num_samples, batch_size=batch_size, seed=seed
         )
-        _diagnose(scored[label], m, ds, num_samples=num_samples, vi=vi, seed=seed)
+        _diagnose(scored[label], m, ds, num_samples=num_samples, vi=vi, seed=seed, batch=batch_size)
 
     loos = {label: s.loo for label, s in scored.items()}
     comparison = compare_elpd(loos, method=method)
@@ -248,6 +261,7 @@ def compare_models(
         predictive={label: s.predictive for label, s in scored.items() if s.predictive is not None},
         y_test=y_test,
         nuts={label: s.nuts for label, s in scored.items() if s.nuts is not None},
+        loo_q={label: s.loo_q for label, s in scored.items() if s.loo_q is not None},
     )
 
 
@@ -263,6 +277,7 @@ class _Scored:
     test_i: np.ndarray | None = None
     predictive: np.ndarray | None = None
     nuts: NUTSReference | None = None
+    loo_q: GuideLoo | str | None = None
 
 
 def _pooled(
@@ -415,21 +430,36 @@ def _test_columns(
 
 
 def _diagnose(
-    scored: _Scored, m: Any, ds: Dataset, *, num_samples: int, vi: bool, seed: int
+    scored: _Scored,
+    m: Any,
+    ds: Dataset,
+    *,
+    num_samples: int,
+    vi: bool,
+    seed: int,
+    batch: int | None = None,
 ) -> None:
-    """The VI diagnostic of a guide (Pyro seeded with ``seed`` first), or why there is none."""
+    """The VI diagnostic of a guide and its corrected PSIS-LOO, from the same draws
+    (:func:`~zoo.compare.vi.guide_loo`, Pyro seeded with ``seed`` first), or why there is none."""
     import pyro
 
-    scored.row["vi_khat"] = math.nan
+    row = scored.row
+    row["vi_khat"] = row["elpd_loo_q"] = row["elpd_loo_q_se"] = row["khat_q"] = math.nan
     if isinstance(m, NUTSReference):
         scored.vi = "NUTS: no guide to diagnose (see r_hat_max, ess_bulk_min)"
-    elif vi:
+        scored.loo_q = "NUTS: its draws are the posterior's, so elpd_loo needs no correction"
+    elif not vi:
+        scored.loo_q = "not computed (vi=False)"
+    else:
         try:
             pyro.set_rng_seed(seed)
-            scored.vi = vi_diagnostic(m, ds, num_samples=max(num_samples, 5))
-            scored.row["vi_khat"] = scored.vi.khat
+            q = guide_loo(m, ds, num_samples=max(num_samples, 5), batch_size=batch)
         except DiagnosticUndefined as exc:
-            scored.vi = str(exc)
+            scored.vi = scored.loo_q = str(exc)
+            return
+        scored.loo_q = q
+        scored.vi = VIDiagnostic(q.vi_khat, khat_verdict(q.vi_khat), q.log_ratios, q.messages)
+        row.update(vi_khat=q.vi_khat, elpd_loo_q=q.elpd, elpd_loo_q_se=q.se, khat_q=q.khat)
 
 
 def _ranked_table(scored: Mapping[str, _Scored], comparison: pd.DataFrame) -> pd.DataFrame:

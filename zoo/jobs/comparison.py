@@ -316,7 +316,9 @@ def _compare_notes(
         "p(y_i | theta_s) on the test split; accuracy and ece (15 bins) of the posterior "
         "predictive mean; sparsity: weights with log alpha > 3; vi_khat: Pareto k of "
         "p(theta, D) / q(theta) (Yao et al. 2018), only for a proper prior and a guide with a "
-        "density.",
+        "density; elpd_loo_q, elpd_loo_q_se, khat_q: PSIS-LOO of the posterior from q's draws "
+        "weighted by those ratios (Magnusson et al. 2019), where vi_khat is defined, and the "
+        "largest Pareto k of its per-point ratios (> 0.7: not to be trusted).",
     ]
     if nuts_note is not None:
         notes.append(nuts_note)
