@@ -339,7 +339,7 @@ def guide_loo(
     """
     import torch
 
-    from zoo.compare.checks import chunk_draws  # checks imports nuts, which imports this
+    from zoo.compare.checks import CHUNK_BYTES, chunk_draws  # checks imports nuts -> vi
     from zoo.data import as_dataset
     from zoo.spec import check_compatible
 
@@ -357,7 +357,11 @@ def guide_loo(
         with torch.no_grad():
             latents = _global_latents(zm, x_all[:2], None if y_all is None else y_all[:2])
             rows, log_prior_q = [], []
-            step = chunk_draws(len(x_all))
+            # a chunk's stacked draws of the latents and its log-likelihoods, each ~CHUNK_BYTES
+            size = sum(
+                node["value"].numel() * node["value"].element_size() for node in latents.values()
+            )
+            step = min(chunk_draws(len(x_all)), max(1, CHUNK_BYTES // max(1, size)))
             for start in range(0, num_samples, step):
                 k = min(step, num_samples - start)
                 samples, lpq = _weighted_draws(zm, x_all, y_all, latents, k)
