@@ -7,7 +7,8 @@ and return types; the functions here take NumPy arrays and hide the difference:
 * :func:`inference_data` -- ``InferenceData`` (ArviZ 0.x) or ``DataTree`` (ArviZ 1.x) with the
   groups ``log_likelihood``, ``observed_data`` and ``posterior``.
 * :func:`loo`, :func:`waic`, :func:`compare_elpd` -- ArviZ's PSIS-LOO (Vehtari, Gelman & Gabry
-  2017), WAIC (Watanabe 2010) and stacking weights (Yao et al. 2018, "Using stacking to average
+  2017), WAIC (Watanabe 2010; on ArviZ 1.x, which has none, :func:`waic_from_log_lik`, the same
+  formulas as ArviZ 0.x's) and stacking weights (Yao et al. 2018, "Using stacking to average
   Bayesian predictive distributions"), with every Pareto-k warning kept in the result.
 * :func:`held_out_elpd` -- ``sum_i log mean_s p(y_i | theta_s)`` on a test split, with its
   standard error.
@@ -48,6 +49,7 @@ __all__ = [
     "KHAT_OK",
     "OBS",
     "RHAT_OK",
+    "WAIC_VAR_WARNING",
     "ElpdResult",
     "arviz_major",
     "compare_elpd",
@@ -63,6 +65,7 @@ __all__ = [
     "psis_khat",
     "record_warnings",
     "waic",
+    "waic_from_log_lik",
 ]
 
 #: Pareto-k thresholds of Vehtari et al. (2024) and Yao et al. (2018): below 0.5 the importance
@@ -290,17 +293,65 @@ def loo(data: Any, *, reff: float | None = None) -> ElpdResult:
     )
 
 
-def waic(data: Any) -> ElpdResult:
-    """WAIC (Watanabe 2010) through ``arviz.waic(pointwise=True)``, on ArviZ 0.x.
+#: ArviZ 0.x's warning when some ``var_s log p(y_i | theta_s)`` exceeds 0.4 (Vehtari, Gelman &
+#: Gabry 2017, section 2.2), whitespace normalized as :func:`record_warnings` keeps it.
+WAIC_VAR_WARNING = (
+    "For one or more samples the posterior variance of the log predictive densities exceeds "
+    "0.4. This could be indication of WAIC starting to fail. See "
+    "http://arxiv.org/abs/1507.04544 for details"
+)
 
-    :raises NotImplementedError: on ArviZ 1.x, which dropped WAIC in favour of PSIS-LOO (whose
-        Pareto k diagnoses its own failures, WAIC's do not).
+
+def waic_from_log_lik(log_lik: np.ndarray) -> ElpdResult:
+    """WAIC (Watanabe 2010) of ``(S, N)`` pointwise log-likelihoods, computed here.
+
+    ``elpd_waic = sum_i [lppd_i - var_s log p(y_i | theta_s)]`` with ``lppd_i = log (1/S) sum_s
+    p(y_i | theta_s)`` (a log-sum-exp) and the variance over draws dividing by ``S``;
+    ``p_waic = sum_i var_s log p(y_i | theta_s)``; ``se = sqrt(N var_i(waic_i))``; the warning
+    flag is set (with ArviZ 0.x's text) when some variance exceeds 0.4.  The same formulas as
+    ArviZ 0.x's ``az.waic`` (tested against it to 1e-8 in ``tests/zoo/compare``), so ArviZ 1.x,
+    which has no WAIC, gives 0.x's numbers.  ``raw`` holds the numbers as a dict.
+
+    :param log_lik: ``log p(y_i | theta_s)``, ``(S, N)`` (chains flattened into ``S``).
+    """
+    log_lik = np.asarray(log_lik, dtype=np.float64)
+    if log_lik.ndim != 2 or 0 in log_lik.shape:
+        raise ValueError(f"log_lik must have shape (S, N) with S, N >= 1, got {log_lik.shape}")
+    num, n = log_lik.shape
+    top = log_lik.max(axis=0)
+    lppd_i = top + np.log(np.exp(log_lik - top).sum(axis=0)) - math.log(num)
+    var_i = log_lik.var(axis=0)
+    waic_i = lppd_i - var_i
+    warn = bool(np.any(var_i > 0.4))
+    elpd, se, p = float(waic_i.sum()), float(math.sqrt(n * waic_i.var())), float(var_i.sum())
+    return ElpdResult(
+        kind="waic",
+        elpd=elpd,
+        se=se,
+        p=p,
+        n_samples=num,
+        n_data_points=n,
+        pointwise=waic_i,
+        pareto_k=None,
+        good_k=None,
+        warning=warn,
+        messages=[WAIC_VAR_WARNING] if warn else [],
+        raw={"elpd_waic": elpd, "se": se, "p_waic": p, "waic_i": waic_i, "warning": warn},
+    )
+
+
+def waic(data: Any) -> ElpdResult:
+    """WAIC (Watanabe 2010) of :func:`inference_data`'s result: ``arviz.waic(pointwise=True)``
+    on ArviZ 0.x; on ArviZ 1.x, which dropped WAIC in favour of PSIS-LOO (whose Pareto k
+    diagnoses its own failures, WAIC's do not), :func:`waic_from_log_lik` of the
+    ``log_likelihood`` group, the same numbers.
+
+    An ArviZ 1.x WAIC result cannot go to :func:`compare_elpd` (ArviZ 1.x compares LOO only).
     """
     az = import_arviz()
     if arviz_major() >= 1:
-        raise NotImplementedError(
-            "ArviZ 1.x has no WAIC (it recommends PSIS-LOO, which diagnoses itself); use loo()"
-        )
+        log_lik = np.asarray(data["log_likelihood"][OBS].values, dtype=np.float64)
+        return waic_from_log_lik(log_lik.reshape(-1, log_lik.shape[-1]))
     raw, messages = record_warnings(az.waic, data, pointwise=True, var_name=OBS)
     return ElpdResult(
         kind="waic",
@@ -346,6 +397,8 @@ def compare_elpd(results: Mapping[str, ElpdResult], method: str = "stacking") ->
     az = import_arviz()
     raws = {name: r.raw for name, r in results.items()}
     if arviz_major() >= 1:
+        if kinds == {"waic"}:
+            raise ValueError("ArviZ 1.x compares PSIS-LOO results only: pass loo() results")
         frame, messages = record_warnings(az.compare, raws, method=method, round_to="none")
         table = pd.DataFrame(
             {
