@@ -12,7 +12,8 @@ ranking cannot be trusted, and its ``trust`` cell gives the reasons (``"ok"`` ot
 * **the LOO is the raw LOO of q and nothing checks q** -- a guide without the VI diagnostic (an
   improper prior, a guide without a density, ``vi=False``) and without a LOO corrected for the
   guide (the column :data:`CORRECTED_ELPD`, where the table has it): "raw LOO of q (no
-  correction)";
+  correction)".  A guide with ``vi_khat <= 0.7`` is close enough to its posterior for its raw
+  LOO to stand;
 * **some Pareto k > 0.7** -- PSIS-LOO is unreliable at those points (Vehtari et al. 2024):
   "k>0.7 on 6 of 1437 points";
 * **a NUTS reference did not converge** -- R-hat above 1.01 or undefined (one chain), or
