@@ -141,12 +141,19 @@ def test_digits_comparison_satisfies_the_rule(digits_comparison):
     for _, group in table.groupby(table["trust"] == TRUST_OK):
         elpd = ranking_elpd(group).tolist()
         assert elpd == sorted(elpd, reverse=True)
+    # the first row is trusted and best on the test split (within one s.e.), or marked
     first = table.iloc[0]
-    assert first["trust"] == TRUST_OK or first["trust"].strip()
-    # a row is marked for its vi_khat exactly when the rule says so
+    if first["trust"] == TRUST_OK:
+        assert first["test_elpd"] >= table["test_elpd"].max() - first["test_elpd_se"]
+    else:
+        assert first["trust"].strip()
+    # each row is marked exactly for what its diagnostics show
     for label, row in table.iterrows():
         far = math.isfinite(row["vi_khat"]) and row["vi_khat"] > 0.7
         assert ("q far from posterior" in row["trust"]) == far, label
+        assert ("raw LOO of q" in row["trust"]) == math.isnan(row["vi_khat"]), label
+        high = digits_comparison.loo[label].n_high_k
+        assert ("k>0.7 on" in row["trust"]) == (high > 0), label
 
 
 def test_messages_is_an_attribute_and_calling_it_still_works(digits_comparison):
