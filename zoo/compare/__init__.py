@@ -24,6 +24,8 @@ pointwise predictive density (elpd).  Its modules, bottom to top:
   :func:`check_comparable` (models that can share a table: a pointwise log-likelihood, global
   posterior draws, the same observed variable, fitted on the data) and :func:`check_memory`
   (the estimate of the pointwise log-likelihood arrays against the available memory).
+* :mod:`zoo.compare.trust` -- :func:`trust_cell` (whether a row's ranking can be trusted, or
+  why not) and :func:`rank_rows` (trusted rows first, each group best first).
 * :mod:`zoo.compare.table` -- :func:`compare_models`, all of it for a set of fitted models, as
   one table with the columns :data:`COLUMNS`.
 
@@ -37,7 +39,7 @@ Usage::
         fit(zm, data, num_epochs=50, progress=False)
         models[guide] = zm
     result = compare_models(models, data, num_samples=200)
-    print(result.table)              # elpd_loo, se, p_loo, weight, warnings, test_elpd, ...
+    print(result.table)              # elpd_loo, se, p_loo, weight, trust, warnings, ...
     result.idata["meanfield"]        # the InferenceData behind its row
 """
 
@@ -70,6 +72,7 @@ from zoo.compare.checks import (
 from zoo.compare.nuts import NUTSReference, check_nuts_model, nuts_reference
 from zoo.compare.pointwise import pointwise_log_likelihood, to_inference_data
 from zoo.compare.table import COLUMNS, ComparisonResult, compare_models
+from zoo.compare.trust import TRUST_OK, rank_rows, trust_cell, untrusted_weight_note
 from zoo.compare.vi import (
     DiagnosticUndefined,
     GuideLoo,
@@ -84,6 +87,7 @@ __all__ = [
     "KHAT_GOOD",
     "KHAT_OK",
     "RHAT_OK",
+    "TRUST_OK",
     "CompareMemoryWarning",
     "ComparisonResult",
     "DiagnosticUndefined",
@@ -112,8 +116,11 @@ __all__ = [
     "plot_compare",
     "pointwise_log_likelihood",
     "psis_khat",
+    "rank_rows",
     "reweighted_loo",
     "to_inference_data",
+    "trust_cell",
+    "untrusted_weight_note",
     "vi_diagnostic",
     "waic",
 ]

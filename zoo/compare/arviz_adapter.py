@@ -7,7 +7,8 @@ and return types; the functions here take NumPy arrays and hide the difference:
 * :func:`inference_data` -- ``InferenceData`` (ArviZ 0.x) or ``DataTree`` (ArviZ 1.x) with the
   groups ``log_likelihood``, ``observed_data`` and ``posterior``.
 * :func:`loo`, :func:`waic`, :func:`compare_elpd` -- ArviZ's PSIS-LOO (Vehtari, Gelman & Gabry
-  2017), WAIC (Watanabe 2010) and stacking weights (Yao et al. 2018, "Using stacking to average
+  2017), WAIC (Watanabe 2010; on ArviZ 1.x, which has none, :func:`waic_from_log_lik`, the same
+  formulas as ArviZ 0.x's) and stacking weights (Yao et al. 2018, "Using stacking to average
   Bayesian predictive distributions"), with every Pareto-k warning kept in the result.
 * :func:`held_out_elpd` -- ``sum_i log mean_s p(y_i | theta_s)`` on a test split, with its
   standard error.
@@ -17,9 +18,10 @@ and return types; the functions here take NumPy arrays and hide the difference:
   container of MCMC chains.
 * :func:`plot_compare` -- ``arviz.plot_compare`` as a PNG.
 
-It imports neither torch nor the rest of the zoo (not even ``zoo``), so it can be loaded alone
-from its file and checked on either ArviZ (``tests/zoo/compare/test_compare_arviz1.py`` does so
-on ArviZ 1.x).
+It imports neither torch nor the rest of the zoo but :mod:`zoo.elpd` (NumPy alone: the result
+type, WAIC's formulas, the held-out elpd), so it can be loaded alone from its file (with the
+repository on the path) and checked on either ArviZ
+(``tests/zoo/compare/test_compare_arviz1.py`` does so on ArviZ 1.x).
 
 Usage::
 
@@ -37,25 +39,28 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from zoo.elpd import (
+    CONSTANT_DRAWS,
+    KHAT_GOOD,
+    KHAT_OK,
+    ElpdResult,
+    held_out_elpd,
+    held_out_summary,
+    waic_from_log_lik,
+)
+
 __all__ = [
-    "CONSTANT_DRAWS",
-    "KHAT_GOOD",
-    "KHAT_OK",
     "OBS",
     "RHAT_OK",
-    "ElpdResult",
     "arviz_major",
     "compare_elpd",
     "explain_constant_draws",
-    "held_out_elpd",
-    "held_out_summary",
     "import_arviz",
     "inference_data",
     "khat_verdict",
@@ -69,16 +74,8 @@ __all__ = [
     "waic",
 ]
 
-#: Pareto-k thresholds of Vehtari et al. (2024) and Yao et al. (2018): below 0.5 the importance
-#: sampling estimate is reliable, up to 0.7 usable, above 0.7 not to be trusted.
-KHAT_GOOD, KHAT_OK = 0.5, 0.7
-
 #: Rank-normalized split R-hat above this means the chains disagree (Vehtari et al. 2021).
 RHAT_OK = 1.01
-
-#: Log-likelihoods that differ by at most this many nats over the draws are constant draws:
-#: the point's LOO term is exact to this tolerance and its Pareto k undefined.
-CONSTANT_DRAWS = 1e-8
 
 #: The variable name of the observations in ``log_likelihood`` and ``observed_data``.
 OBS = "obs"
@@ -201,78 +198,6 @@ def inference_data(
     return az.InferenceData(**groups)
 
 
-@dataclass
-class ElpdResult:
-    """PSIS-LOO or WAIC of one model, read out of ArviZ's result (kept as :attr:`raw`).
-
-    :ivar kind: ``"loo"`` or ``"waic"``.
-    :ivar elpd: the estimated expected log pointwise predictive density, a sum over points.
-    :ivar se: its standard error.
-    :ivar p: the effective number of parameters (``p_loo``, ``p_waic``).
-    :ivar pointwise: the per-observation elpd, shape ``(N,)``.
-    :ivar pareto_k: PSIS-LOO's Pareto shape per observation (``None`` for WAIC).
-    :ivar good_k: ArviZ's threshold for ``S`` draws, ``min(1 - 1/log10 S, 0.7)``.
-    :ivar warning: ArviZ's own flag: some ``k > good_k`` (LOO) or some variance of the
-        log predictive density above 0.4 (WAIC).
-    :ivar messages: the text of every warning ArviZ raised while computing it, and the zoo's
-        note on points with constant draws.
-    :ivar constant: LOO only: the points whose log-likelihood is the same in every draw
-        (within :data:`CONSTANT_DRAWS`), ``(N,)`` booleans.  Their Pareto k is undefined
-        (ArviZ reports ``inf``): there is no tail to fit, not a heavy one, and their LOO term
-        is exact to that tolerance.  They are not counted in :attr:`n_high_k` nor in
-        :attr:`warning`.
-    """
-
-    kind: str
-    elpd: float
-    se: float
-    p: float
-    n_samples: int
-    n_data_points: int
-    pointwise: np.ndarray
-    pareto_k: np.ndarray | None
-    good_k: float | None
-    warning: bool
-    messages: list[str]
-    raw: Any = field(repr=False)
-    constant: np.ndarray | None = field(default=None, repr=False)
-
-    def _varying_k(self) -> np.ndarray:
-        """The Pareto k of the points whose draws differ (all of them when none is constant)."""
-        return self.pareto_k if self.constant is None else self.pareto_k[~self.constant]
-
-    @property
-    def n_constant(self) -> int:
-        """Observations whose log-likelihood is the same in every draw (k undefined, LOO exact)."""
-        return 0 if self.constant is None else int(np.sum(self.constant))
-
-    @property
-    def n_high_k(self) -> int:
-        """Observations with ``k > 0.7``, where PSIS-LOO is not to be trusted; points with
-        constant draws (:attr:`constant`) are not counted."""
-        if self.pareto_k is None:
-            return 0
-        # a k ArviZ could not estimate (nan, inf) from varying draws is no better than a large one
-        return int(np.sum(~(self._varying_k() <= KHAT_OK)))
-
-    def summary(self) -> str:
-        """The warnings in a few words, for a table cell; empty when there are none."""
-        parts = []
-        if self.pareto_k is not None:
-            if self.n_high_k:
-                parts.append(f"{self.n_high_k}/{self.n_data_points} k>0.7")
-            over = int(np.sum(~(self._varying_k() <= self.good_k)))
-            if self.good_k is not None and self.good_k < KHAT_OK and over > self.n_high_k:
-                parts.append(f"{over} k>{self.good_k:.2f}")
-            if self.n_constant:
-                parts.append(f"{self.n_constant} constant draws (k undefined, LOO exact)")
-        elif self.warning:
-            parts.append("var(log p) > 0.4")
-        if self.warning:
-            parts.append("ArviZ warned")
-        return "; ".join(parts)
-
-
 def loo(data: Any, *, reff: float | None = None) -> ElpdResult:
     """PSIS-LOO of :func:`inference_data`'s result, through ``arviz.loo(pointwise=True)``.
 
@@ -376,16 +301,17 @@ def _spread_constant(data: Any, constant: np.ndarray) -> Any:
 
 
 def waic(data: Any) -> ElpdResult:
-    """WAIC (Watanabe 2010) through ``arviz.waic(pointwise=True)``, on ArviZ 0.x.
+    """WAIC (Watanabe 2010) of :func:`inference_data`'s result: ``arviz.waic(pointwise=True)``
+    on ArviZ 0.x; on ArviZ 1.x, which dropped WAIC in favour of PSIS-LOO (whose Pareto k
+    diagnoses its own failures, WAIC's do not), :func:`waic_from_log_lik` of the
+    ``log_likelihood`` group, the same numbers.
 
-    :raises NotImplementedError: on ArviZ 1.x, which dropped WAIC in favour of PSIS-LOO (whose
-        Pareto k diagnoses its own failures, WAIC's do not).
+    An ArviZ 1.x WAIC result cannot go to :func:`compare_elpd` (ArviZ 1.x compares LOO only).
     """
     az = import_arviz()
     if arviz_major() >= 1:
-        raise NotImplementedError(
-            "ArviZ 1.x has no WAIC (it recommends PSIS-LOO, which diagnoses itself); use loo()"
-        )
+        log_lik = np.asarray(data["log_likelihood"][OBS].values, dtype=np.float64)
+        return waic_from_log_lik(log_lik.reshape(-1, log_lik.shape[-1]))
     raw, messages = record_warnings(az.waic, data, pointwise=True, var_name=OBS)
     return ElpdResult(
         kind="waic",
@@ -431,6 +357,8 @@ def compare_elpd(results: Mapping[str, ElpdResult], method: str = "stacking") ->
     az = import_arviz()
     raws = {name: r.raw for name, r in results.items()}
     if arviz_major() >= 1:
+        if kinds == {"waic"}:
+            raise ValueError("ArviZ 1.x compares PSIS-LOO results only: pass loo() results")
         frame, messages = record_warnings(az.compare, raws, method=method, round_to="none")
         table = pd.DataFrame(
             {
@@ -462,31 +390,6 @@ def compare_elpd(results: Mapping[str, ElpdResult], method: str = "stacking") ->
     table.attrs["arviz"] = frame
     table.attrs["messages"] = messages
     return table
-
-
-def held_out_elpd(log_lik: np.ndarray) -> tuple[float, float, np.ndarray]:
-    """The elpd of held-out points, ``sum_i log (1/S) sum_s p(y_i | theta_s)``, and its s.e.
-
-    The standard error is ``sqrt(N var_i)`` of the pointwise terms, the same convention as
-    PSIS-LOO's (Vehtari, Gelman & Gabry 2017, eq. 23).
-
-    :param log_lik: ``(S, N)`` log-likelihoods of the held-out points.
-    :returns: ``(elpd, se, pointwise)``.
-    """
-    log_lik = np.asarray(log_lik, dtype=np.float64)
-    if log_lik.ndim != 2 or 0 in log_lik.shape:
-        raise ValueError(f"log_lik must have shape (S, N) with S, N >= 1, got {log_lik.shape}")
-    top = log_lik.max(axis=0)
-    pointwise = top + np.log(np.mean(np.exp(log_lik - top), axis=0))
-    return (*held_out_summary(pointwise), pointwise)
-
-
-def held_out_summary(pointwise: np.ndarray) -> tuple[float, float]:
-    """:func:`held_out_elpd`'s sum and standard error of the pointwise terms
-    ``log (1/S) sum_s p(y_i | theta_s)`` (computed elsewhere, e.g. over chunks of draws)."""
-    pointwise = np.asarray(pointwise, dtype=np.float64)
-    n = pointwise.shape[0]
-    return float(pointwise.sum()), float(math.sqrt(n * pointwise.var()))
 
 
 def psis_smooth(log_weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str]]:

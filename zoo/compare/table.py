@@ -7,22 +7,26 @@ stacking weights (Vehtari, Gelman & Gabry 2017; Yao et al. 2018), scores them on
 (held-out elpd, accuracy, expected calibration error) and adds the VI diagnostic of Yao,
 Vehtari, Simpson & Gelman (2018) where it is defined, and from the same ratios
 ``p(theta, D) / q(theta)`` the PSIS-LOO of the posterior rather than of q (``elpd_loo_q``,
-Magnusson et al. 2019).  The table has the columns
-:data:`COLUMNS`, best ``elpd_loo`` first; :class:`ComparisonResult` keeps what it was computed
-from.
+Magnusson et al. 2019).  The table has the columns :data:`COLUMNS`; its ``trust`` column says,
+for each row, whether its ranking can be trusted or why not (q far from the posterior, raw LOO
+of q, Pareto k > 0.7, a NUTS reference's R-hat), and the rows are ordered so that the first row
+is never an untrusted one ahead of a trusted one: trusted rows first, then the others, each
+group best first by the guide-corrected LOO where the table has it, else ``elpd_loo`` (the rule:
+:mod:`zoo.compare.trust`).  :class:`ComparisonResult` keeps what it was computed from.
 
 Usage::
 
     from zoo import compare_models
     result = compare_models({"meanfield": zm, "nuts": ref}, data, num_samples=200)
-    print(result.table)              # elpd_loo, se, p_loo, weight, warnings, test_elpd, ...
+    print(result.table)              # elpd_loo, se, p_loo, weight, trust, warnings, ...
     result.idata["meanfield"]        # the InferenceData behind its row
-    result.messages()                # every warning ArviZ raised, per model
+    result.messages                  # every warning ArviZ raised, per model
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -34,7 +38,6 @@ from zoo.compare.arviz_adapter import (
     KHAT_OK,
     RHAT_OK,
     ElpdResult,
-    arviz_major,
     compare_elpd,
     held_out_summary,
     khat_verdict,
@@ -44,6 +47,7 @@ from zoo.compare.arviz_adapter import (
 from zoo.compare.checks import check_comparable, check_memory, chunk_draws
 from zoo.compare.nuts import NUTSReference
 from zoo.compare.pointwise import check_num_samples, draws_inference_data, pointwise_draws
+from zoo.compare.trust import CORRECTED_ELPD, rank_rows, trust_cell
 from zoo.compare.vi import DiagnosticUndefined, GuideLoo, VIDiagnostic, guide_loo
 from zoo.util import local_params
 
@@ -53,7 +57,7 @@ if TYPE_CHECKING:
     from zoo.data import Dataset
     from zoo.spec import PointwiseDraws, ZooModel
 
-__all__ = ["COLUMNS", "ComparisonResult", "compare_models", "warnings_cell"]
+__all__ = ["COLUMNS", "ComparisonResult", "MessagesByModel", "compare_models", "warnings_cell"]
 
 
 #: The table's columns, in order.
@@ -64,6 +68,7 @@ COLUMNS = (
     "se",
     "p_loo",
     "weight",
+    "trust",
     "warnings",
     "test_elpd",
     "test_elpd_se",
@@ -82,13 +87,15 @@ COLUMNS = (
 class ComparisonResult:
     """What :func:`compare_models` returns.
 
-    :ivar table: one row per model, best ``elpd_loo`` first, columns :data:`COLUMNS`, index the
-        models' labels.
+    :ivar table: one row per model, columns :data:`COLUMNS`, index the models' labels; trusted
+        rows first, then the others, each group best first
+        (:func:`~zoo.compare.trust.rank_rows`).
     :ivar comparison: :func:`~zoo.compare.arviz_adapter.compare_elpd`'s frame (ArviZ's ranks,
         ``elpd_diff``, ``dse``, stacking weights).
     :ivar idata: the ArviZ container (training split) of each model.
     :ivar loo: PSIS-LOO of each model, with ArviZ's Pareto k per observation and warnings.
-    :ivar waic: WAIC of each model (ArviZ 0.x only; empty on 1.x).
+    :ivar waic: WAIC of each model (ArviZ's on 0.x; on 1.x, which has none,
+        :func:`~zoo.compare.arviz_adapter.waic_from_log_lik`).
     :ivar vi: the VI diagnostic of each model, or why it does not apply.
     :ivar test_elpd_i: the held-out elpd of each test example per model,
         ``log (1/S) sum_s p(y_i | theta_s)``, ``(N_test,)`` (accumulated over chunks of draws:
@@ -113,9 +120,11 @@ class ComparisonResult:
     nuts: dict[str, NUTSReference]
     loo_q: dict[str, GuideLoo | str] = field(default_factory=dict)
 
-    def messages(self) -> dict[str, list[str]]:
-        """Every warning ArviZ raised, per model."""
-        out: dict[str, list[str]] = {}
+    @property
+    def messages(self) -> MessagesByModel:
+        """Every warning ArviZ raised, per model, in the table's order (a dict; calling it, as
+        before this release, still works but warns)."""
+        out = MessagesByModel()
         for label in self.table.index:
             msgs = list(self.loo[label].messages)
             if label in self.waic:
@@ -127,6 +136,23 @@ class ComparisonResult:
                 msgs += [f"NUTS: {m}" for m in self.nuts[label].messages]
             out[label] = msgs
         return out
+
+
+class MessagesByModel(dict):
+    """:attr:`ComparisonResult.messages`: label -> the warnings of that model.
+
+    Calling it (``result.messages()``, a method until this release) returns itself with a
+    ``FutureWarning``.
+    """
+
+    def __call__(self) -> MessagesByModel:
+        warnings.warn(
+            "ComparisonResult.messages is an attribute now: write result.messages, not "
+            "result.messages()",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return self
 
 
 def _labelled(models: Mapping[str, Any] | Sequence[Any]) -> dict[str, Any]:
@@ -196,8 +222,8 @@ def compare_models(
     For each model, ``num_samples`` draws of its guide (a NUTS reference brings its own) are
     scored on every training and test example
     (:func:`~zoo.compare.pointwise.pointwise_log_likelihood`).  The training scores go to
-    ArviZ: PSIS-LOO (Vehtari, Gelman & Gabry 2017), WAIC (Watanabe 2010, ArviZ 0.x) and
-    stacking weights (Yao et al. 2018).  The test scores give the held-out elpd
+    ArviZ: PSIS-LOO (Vehtari, Gelman & Gabry 2017), WAIC (Watanabe 2010) and stacking weights
+    (Yao et al. 2018).  The test scores give the held-out elpd
     (:func:`~zoo.compare.arviz_adapter.held_out_elpd`); the draws' mean class probabilities the
     accuracy and the expected calibration error (:func:`zoo.evaluate.expected_calibration_error`).
     Where defined, the VI diagnostic of Yao, Vehtari, Simpson & Gelman (2018) says how far to
@@ -371,8 +397,8 @@ def _score(
     batch_size: int | None,
     seed: int,
 ) -> _Scored:
-    """Score ``m`` (a fitted model or a NUTS reference) on every example: PSIS-LOO (and WAIC on
-    ArviZ 0.x) on the training split, the test columns on the test split, its fit's sparsity
+    """Score ``m`` (a fitted model or a NUTS reference) on every example: PSIS-LOO and WAIC on
+    the training split, the test columns on the test split, its fit's sparsity
     and time.  The draws are taken right after seeding Pyro with ``seed``."""
     import pyro
 
@@ -390,8 +416,7 @@ def _score(
     attrs = {"model": zm.name, "guide": m.guide_name, "data": ds.name}
     idata = draws_inference_data(zm, draws, ds.x_train, ds.y_train, attrs, chains)
     scored = _Scored(row={"model": zm.name, "guide": m.guide_name}, idata=idata, loo=loo(idata))
-    if arviz_major() < 1:
-        scored.waic = waic(idata)
+    scored.waic = waic(idata)
     _test_columns(scored, zm, draws, test_i, ds)
     if isinstance(m, NUTSReference):
         scored.nuts = m
@@ -463,21 +488,36 @@ def _diagnose(
 
 
 def _ranked_table(scored: Mapping[str, _Scored], comparison: pd.DataFrame) -> pd.DataFrame:
-    """The table: one row per model in ``comparison``'s order (best first), :data:`COLUMNS`."""
+    """The table: one row per model, :data:`COLUMNS`, ordered by
+    :func:`~zoo.compare.trust.rank_rows` (trusted rows first, each group best first)."""
     table = []
     for label in comparison.index:
         s = scored[label]
         row = s.row
         table.append(
             {
-                **{k: row[k] for k in ("model", "guide")},
+                **row,
                 "elpd_loo": s.loo.elpd,
                 "se": s.loo.se,
                 "p_loo": s.loo.p,
                 "weight": float(comparison.loc[label, "weight"]),
                 "warnings": warnings_cell(s.loo, row["vi_khat"], s.nuts),
-                **{k: row[k] for k in COLUMNS[7:]},
             }
         )
     frame = pd.DataFrame(table, index=pd.Index(list(comparison.index), name="label"))
-    return frame[list(COLUMNS)]
+    frame["trust"] = [_trust(scored[label], frame.loc[label]) for label in frame.index]
+    return rank_rows(frame[[c for c in COLUMNS if c in frame.columns]])
+
+
+def _trust(s: _Scored, row: pd.Series) -> str:
+    """The ``trust`` cell of one row (:func:`~zoo.compare.trust.trust_cell`)."""
+    corrected = CORRECTED_ELPD in row.index and math.isfinite(float(row[CORRECTED_ELPD]))
+    return trust_cell(
+        n_high_k=s.loo.n_high_k,
+        n_points=s.loo.n_data_points,
+        vi_khat=float(row["vi_khat"]),
+        corrected=corrected,
+        nuts=s.nuts is not None,
+        r_hat=math.nan if s.nuts is None else s.nuts.r_hat_max,
+        divergences=0 if s.nuts is None else s.nuts.divergences,
+    )

@@ -158,6 +158,26 @@ def test_loo_and_waic_equal_arviz_on_hand_built_data():
     assert not ours.warning and not ours.messages and ours.summary() == ""
 
 
+@pytest.mark.parametrize("spread", [0.2, 1.5])  # below and above the 0.4 variance check
+def test_waic_from_log_lik_equals_arviz_0x(spread):
+    """waic_from_log_lik (the ArviZ 1.x path, which has no WAIC) gives ArviZ 0.23's az.waic to
+    1e-8: elpd, se, p_waic, every pointwise term, the warning flag and its text."""
+    from zoo.compare.arviz_adapter import waic_from_log_lik
+
+    rng = np.random.default_rng(5)
+    s, n = 300, 45
+    log_lik = rng.normal(-1.0, spread, (s, n)) + rng.normal(0, 0.5, (1, n)) - 20.0 * (spread > 1)
+    arviz0 = waic(inference_data(log_lik, np.zeros(n)))
+    ours = waic_from_log_lik(log_lik)
+    assert ours.kind == arviz0.kind == "waic"
+    for name in ("elpd", "se", "p"):
+        assert getattr(ours, name) == pytest.approx(getattr(arviz0, name), abs=1e-8, rel=0)
+    np.testing.assert_allclose(ours.pointwise, arviz0.pointwise, atol=1e-8, rtol=0)
+    assert (ours.n_samples, ours.n_data_points) == (arviz0.n_samples, arviz0.n_data_points)
+    assert ours.warning == arviz0.warning == (spread > 1)
+    assert ours.messages == arviz0.messages
+
+
 def test_high_pareto_k_is_surfaced_not_hidden():
     """One observation whose likelihood is dominated by a few draws: k > 0.7 for it, ArviZ's
     warning text is kept, and the summary counts it."""

@@ -100,9 +100,19 @@ def test_compare_elpd_keeps_0x_column_names_and_signs(C):
         C.compare_elpd({"a": a, "c": c})
 
 
-def test_waic_is_refused_on_arviz_1(C):
-    with pytest.raises(NotImplementedError, match="no WAIC"):
-        C.waic(C.inference_data(_log_lik(5), np.zeros(60)))
+def test_waic_on_arviz_1_is_computed_from_the_log_likelihood(C):
+    """ArviZ 1.x has no WAIC: waic() computes it with waic_from_log_lik (checked against
+    ArviZ 0.23's az.waic in test_compare.py), here against its closed form."""
+    log_lik = _log_lik(5)
+    result = C.waic(C.inference_data(log_lik, np.zeros(60)))
+    lppd_i = np.log(np.mean(np.exp(log_lik), axis=0))
+    closed = lppd_i - log_lik.var(axis=0)
+    assert result.kind == "waic" and result.pareto_k is None
+    assert result.elpd == pytest.approx(closed.sum(), abs=1e-9)
+    assert result.se == pytest.approx(math.sqrt(60 * closed.var()), abs=1e-9)
+    assert result.p == pytest.approx(log_lik.var(axis=0).sum(), abs=1e-9)
+    with pytest.raises(ValueError, match="PSIS-LOO results only"):
+        C.compare_elpd({"a": result, "b": result})
 
 
 def test_psis_khat_and_mcmc_diagnostics(C):
