@@ -11,7 +11,7 @@ Magnusson et al. 2019).  The table has the columns :data:`COLUMNS`; its ``trust`
 for each row, whether its ranking can be trusted or why not (q far from the posterior, raw LOO
 of q, Pareto k > 0.7, a NUTS reference's R-hat), and the rows are ordered so that the first row
 is never an untrusted one ahead of a trusted one: trusted rows first, then the others, each
-group best first by the guide-corrected LOO where the table has it, else ``elpd_loo`` (the rule:
+group best first by the guide-corrected LOO where PSIS can smooth it, else ``elpd_loo`` (the rule:
 :mod:`zoo.compare.trust`).  :class:`ComparisonResult` keeps what it was computed from.
 
 Usage::

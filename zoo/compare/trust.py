@@ -21,7 +21,8 @@ ranking cannot be trusted, and its ``trust`` cell gives the reasons (``"ok"`` ot
 
 **The order** (:func:`rank_rows`): trusted rows first, then the others; within each group by
 the ranking elpd, best first: :data:`CORRECTED_ELPD` (LOO corrected for the guide) where the
-table has that column and the row a finite value, ``elpd_loo`` otherwise.  A reader who looks
+table has that column and the row a finite value with ``khat_q`` <= 0.7, ``elpd_loo``
+otherwise.  A reader who looks
 at the first row only thus sees a trusted model, or, when no row is trusted, a row whose
 ``trust`` cell says why not.  The stacking weights are ArviZ's, computed from ``elpd_loo``;
 :func:`untrusted_weight_note` says when weight goes to untrusted rows.
@@ -107,11 +108,16 @@ def trust_cell(**kwargs: Any) -> str:
 
 def ranking_elpd(table: pd.DataFrame) -> pd.Series:
     """The elpd each row is ranked by: :data:`CORRECTED_ELPD` where the table has that column
-    and the row a finite value, ``elpd_loo`` otherwise."""
+    and the row a finite value whose own Pareto k (``khat_q``, when the table has it) is at most
+    0.7, ``elpd_loo`` otherwise: a correction whose importance ratios PSIS cannot smooth is no
+    better than the raw LOO it was meant to correct."""
     elpd = table["elpd_loo"].astype(float)
     if CORRECTED_ELPD in table.columns:
         corrected = table[CORRECTED_ELPD].astype(float)
-        elpd = corrected.where(np.isfinite(corrected), elpd)
+        usable = np.isfinite(corrected)
+        if "khat_q" in table.columns:
+            usable &= table["khat_q"].astype(float) <= KHAT_OK
+        elpd = corrected.where(usable, elpd)
     return elpd
 
 

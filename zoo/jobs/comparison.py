@@ -48,7 +48,8 @@ COMPARE_OUTPUTS = ("compare.csv", "compare.md", "compare_plot.png", "reliability
 #: The note of ``compare.md`` that states the table's order (:mod:`zoo.compare.trust`).
 ORDER_NOTE = (
     "Order: rows whose trust is ok first, then the others; each group best first by the LOO "
-    "corrected for the guide (elpd_loo_q) where the table has it, else by elpd_loo. A first "
+    "corrected for the guide (elpd_loo_q) where it is finite and its khat_q <= 0.7, else by "
+    "elpd_loo. A first "
     "row that is not ok means no row's ranking can be trusted."
 )
 #: Chains of the NUTS reference: its row scores ``NUTS_CHAINS * nuts_samples`` draws.

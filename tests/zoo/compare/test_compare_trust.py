@@ -165,3 +165,16 @@ def test_messages_is_an_attribute_and_calling_it_still_works(digits_comparison):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         dict(digits_comparison.messages)  # the attribute itself does not warn
+
+
+def test_a_corrected_loo_psis_cannot_smooth_does_not_rank():
+    """khat_q > 0.7: the corrected value is no better than the raw one, so the raw LOO ranks."""
+    table = _table(
+        [("far-q", -40.0, 0.5, "q far"), ("nuts", -24.0, 0.5, "R-hat 1.04")],
+        corrected=[-19.0, math.nan],
+    )
+    table["khat_q"] = [10.2, math.nan]
+    assert ranking_elpd(table).tolist() == [-40.0, -24.0]
+    assert list(rank_rows(table).index) == ["nuts", "far-q"]
+    table["khat_q"] = [0.4, math.nan]
+    assert list(rank_rows(table).index) == ["far-q", "nuts"]
