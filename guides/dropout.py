@@ -9,7 +9,8 @@ Every guide here is built from a model whose layers were made Bayesian by a
 * :class:`VariationalDropout` -- ``q(w) = N(theta, alpha theta^2)`` with ``alpha`` shared per layer
   (type A) or per input unit (type B), Kingma, Salimans & Welling (2015); the learned dropout rate
   is ``p = alpha / (1 + alpha)``, capped at ``max_dropout`` (Kingma: alpha ≤ 1, p ≤ 0.5).
-* :class:`MeanFieldGaussian` -- Bayes by Backprop (Blundell et al. 2015), softplus scales.
+* :class:`MeanFieldGaussian` -- Bayes by Backprop (Blundell et al. 2015), softplus scales that
+  start at the same noise-to-signal ratio in every layer.
 * :class:`MCDropout` -- Bernoulli dropout on each layer's input units as a variational family
   (Gal & Ghahramani 2016), ``w = M diag(z) / (1 - p)`` with ``z ~ Bernoulli(1 - p)``.
 
@@ -40,7 +41,7 @@ from torch.distributions import constraints
 from torch.distributions.kl import register_kl
 from torch.distributions.utils import lazy_property
 
-from guides.meanfield import MeanFieldNormal
+from guides.meanfield import DEFAULT_INIT_ALPHA, MeanFieldNormal, relative_init_scale
 from zoo.priors import (
     LOG_ALPHA_EPS,
     ImproperLogUniform,
@@ -431,17 +432,40 @@ class VariationalDropout(WeightGuide):
 class MeanFieldGaussian(WeightGuide):
     """Bayes by Backprop: ``N(mu, softplus(rho)^2)`` per weight (Blundell et al., ICML 2015).
 
+    ``mu`` starts at the network's own initialization.  Every scale of a weight tensor starts at
+    :func:`guides.meanfield.relative_init_scale` of it, ``sqrt(init_alpha * mean(mu^2))``:
+    each layer's weight noise starts as the same share ``init_alpha`` of its pre-activations'
+    variance (0.01 by default, a tenth of their spread), whatever its fan-in.  ``init_scale``
+    sets one scale for every weight instead.
+
+    Usage::
+
+        guide = MeanFieldGaussian(model)                     # the per-layer rule
+        guide = MeanFieldGaussian(model, init_scale=0.05)    # one scale for every weight
+
     :param model: the Bayesian network.
-    :param init_scale: initial standard deviation of every weight.
+    :param init_scale: initial standard deviation of every weight; the per-layer rule when
+        ``None``.
+    :param init_alpha: the rule's noise-to-signal ratio (ignored with ``init_scale``).
     """
 
-    def __init__(self, model: nn.Module, *, init_scale: float = 1e-3) -> None:
-        super().__init__(
-            model,
-            lambda i, s: MeanFieldNormal(
-                s.name, tuple(s.shape), init_loc=s.init, init_scale=init_scale
-            ),
-        )
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        init_scale: float | None = None,
+        init_alpha: float = DEFAULT_INIT_ALPHA,
+    ) -> None:
+        if init_scale is not None and not init_scale > 0:
+            raise ValueError(f"init_scale must be positive, got {init_scale}")
+        if not init_alpha > 0:
+            raise ValueError(f"init_alpha must be positive, got {init_alpha}")
+
+        def make_site(i: int, s: WeightSite) -> MeanFieldNormal:
+            scale = relative_init_scale(s.init, init_alpha) if init_scale is None else init_scale
+            return MeanFieldNormal(s.name, tuple(s.shape), init_loc=s.init, init_scale=scale)
+
+        super().__init__(model, make_site)
 
     def log_alpha(self) -> dict[str, torch.Tensor]:
         out = {}

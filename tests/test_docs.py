@@ -235,3 +235,34 @@ def test_own_model_page_commands_run_on_a_csv_file(tmp_path, monkeypatch):
     compared = pd.read_csv(tmp_path / "runs/seq-compare/compare.csv")
     assert sorted(compared["model"]) == ["seq-gauss", "seq-svd"]
     assert (tmp_path / "runs/seq-svd/pruned.pt").is_file()
+
+
+def test_breast_cancer_example_follows_the_trust_rule():
+    """The comparison page's binary tabular example: logistic regression, an MLP and NUTS with a
+    Bernoulli likelihood on scikit-learn's breast cancer set.  Its table puts trusted rows
+    first (each group best first), and its first row is trusted and best on the test split
+    (within one s.e.), or marked with the reasons (issue 18, item 4)."""
+    from zoo.compare import TRUST_OK
+    from zoo.compare.trust import ranking_elpd
+
+    namespace, printed = run(block_defining("nuts"))
+    table = namespace["result"].table
+    assert sorted(table.index) == ["logistic", "logistic-nuts", "mlp"]
+    assert table.loc["logistic-nuts", "guide"] == "nuts"
+    assert table["weight"].sum() == pytest.approx(1.0, abs=1e-6)
+    trusted = table["trust"].eq(TRUST_OK)
+    assert trusted.tolist() == sorted(trusted, reverse=True)
+    for _, group in table.groupby(trusted):
+        assert ranking_elpd(group).is_monotonic_decreasing
+    first = table.iloc[0]
+    if first["trust"] == TRUST_OK:
+        assert first["test_elpd"] >= table["test_elpd"].max() - first["test_elpd_se"]
+    # a mean-field row says "q far from posterior" exactly when its vi_khat > 0.7
+    for label in ("logistic", "mlp"):
+        row = table.loc[label]
+        assert ("q far from posterior" in row["trust"]) == (row["vi_khat"] > 0.7), label
+    # measured 0.970, 0.947 and 0.911 on the 169 test points
+    assert (table["accuracy"] > 0.85).all()
+    lines = printed.splitlines()
+    assert "trust" in lines[0] and "test_elpd" in lines[0]
+    assert lines[-1] == f"first row: {table.index[0]} | {first['trust']}"

@@ -325,8 +325,9 @@ def _compare_parser(sub: Any) -> None:
         help="train a set of models and rank them with ArviZ (PSIS-LOO, stacking, NUTS)",
         description="Train registered models on one dataset (or load trained runs with --runs), "
         "add a NUTS reference, and print one table: PSIS-LOO (elpd_loo, se, p_loo), stacking "
-        "weights, Pareto-k warnings, held-out elpd, accuracy, ECE, sparsity, fit time and the "
-        "VI diagnostic. Writes " + ", ".join(jobs.COMPARE_OUTPUTS) + " to --out.",
+        "weights, trust (ok, or why a row's ranking cannot be trusted), Pareto-k warnings, "
+        "held-out elpd, accuracy, ECE, sparsity, fit time and the VI diagnostic; trusted rows "
+        "first. Writes " + ", ".join(jobs.COMPARE_OUTPUTS) + " to --out.",
     )
     which = p.add_mutually_exclusive_group()
     which.add_argument(

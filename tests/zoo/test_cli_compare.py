@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 
 from zoo.cli import main
-from zoo.compare import COLUMNS
+from zoo.compare import COLUMNS, TRUST_OK
+from zoo.compare.trust import ranking_elpd
 from zoo.jobs import COMPARE_OUTPUTS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -31,8 +32,12 @@ def test_compare_end_to_end_writes_the_table_and_refuses_to_overwrite(tmp_path, 
         ("logreg", "meanfield"),
         ("logreg", "nuts"),
     ]
-    # best first; stacking weights sum to 1
-    assert table["elpd_loo"].is_monotonic_decreasing
+    # trusted rows first, then the others, each group best first; stacking weights sum to 1
+    trusted = table["trust"].eq(TRUST_OK)
+    assert trusted.tolist() == sorted(trusted, reverse=True)
+    for _, group in table.groupby(trusted):
+        assert ranking_elpd(group).is_monotonic_decreasing
+    assert table["trust"].str.len().gt(0).all()
     assert table["weight"].sum() == pytest.approx(1.0, abs=1e-6)
     assert table["accuracy"].between(0, 1).all() and table["ece"].between(0, 1).all()
     assert (table["test_elpd"] < 0).all() and (table["p_loo"] > 0).all()
@@ -40,9 +45,15 @@ def test_compare_end_to_end_writes_the_table_and_refuses_to_overwrite(tmp_path, 
     defined = table["guide"].eq("meanfield")
     assert table.loc[defined, "vi_khat"].notna().all()
     assert table.loc[~defined, "vi_khat"].isna().all()
+    # the guide-corrected LOO beside the raw one, on the same rows (nan for NUTS too)
+    assert table.loc[defined, ["elpd_loo_q", "elpd_loo_q_se", "khat_q"]].notna().all().all()
+    assert table.loc[~defined, "elpd_loo_q"].isna().all()
     assert table.loc[table["guide"] == "sparse-vd", "sparsity"].notna().all()
     md = (out / "compare.md").read_text()
     assert md.count("\n| ") == 5 and "improper" in md and "no density" in md
+    assert "Order: rows whose trust is ok first" in md
+    untrusted_weight = table.loc[~trusted, "weight"].sum()
+    assert ("goes to rows whose ranking cannot be trusted" in md) == (untrusted_weight >= 0.005)
 
     before = {name: (out / name).read_bytes() for name in COMPARE_OUTPUTS}
     assert main(args) == 2

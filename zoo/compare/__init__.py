@@ -16,13 +16,16 @@ pointwise predictive density (elpd).  Its modules, bottom to top:
   low-dimensional quantities of each draw (weight norms, never the weights themselves).
 * :mod:`zoo.compare.vi` -- :func:`vi_diagnostic`, the Pareto k of the importance ratios
   ``p(theta, D) / q(theta)`` (Yao, Vehtari, Simpson & Gelman 2018, "Yes, but did it work?"):
-  how far to trust a guide.
+  how far to trust a guide; :func:`guide_loo`, PSIS-LOO of the posterior from the guide's
+  draws weighted by those ratios (Magnusson et al. 2019), beside the raw LOO of q.
 * :mod:`zoo.compare.nuts` -- :func:`nuts_reference`, NUTS (Hoffman & Gelman 2014) through
   Pyro's MCMC on the same model, the exact posterior a guide can be ranked against.
 * :mod:`zoo.compare.checks` -- what a comparison checks before any work:
   :func:`check_comparable` (models that can share a table: a pointwise log-likelihood, global
   posterior draws, the same observed variable, fitted on the data) and :func:`check_memory`
   (the estimate of the pointwise log-likelihood arrays against the available memory).
+* :mod:`zoo.compare.trust` -- :func:`trust_cell` (whether a row's ranking can be trusted, or
+  why not) and :func:`rank_rows` (trusted rows first, each group best first).
 * :mod:`zoo.compare.table` -- :func:`compare_models`, all of it for a set of fitted models, as
   one table with the columns :data:`COLUMNS`.
 
@@ -36,7 +39,7 @@ Usage::
         fit(zm, data, num_epochs=50, progress=False)
         models[guide] = zm
     result = compare_models(models, data, num_samples=200)
-    print(result.table)              # elpd_loo, se, p_loo, weight, warnings, test_elpd, ...
+    print(result.table)              # elpd_loo, se, p_loo, weight, trust, warnings, ...
     result.idata["meanfield"]        # the InferenceData behind its row
 """
 
@@ -69,17 +72,27 @@ from zoo.compare.checks import (
 from zoo.compare.nuts import NUTSReference, check_nuts_model, nuts_reference
 from zoo.compare.pointwise import pointwise_log_likelihood, to_inference_data
 from zoo.compare.table import COLUMNS, ComparisonResult, compare_models
-from zoo.compare.vi import DiagnosticUndefined, VIDiagnostic, vi_diagnostic
+from zoo.compare.trust import TRUST_OK, rank_rows, trust_cell, untrusted_weight_note
+from zoo.compare.vi import (
+    DiagnosticUndefined,
+    GuideLoo,
+    VIDiagnostic,
+    guide_loo,
+    reweighted_loo,
+    vi_diagnostic,
+)
 
 __all__ = [
     "COLUMNS",
     "KHAT_GOOD",
     "KHAT_OK",
     "RHAT_OK",
+    "TRUST_OK",
     "CompareMemoryWarning",
     "ComparisonResult",
     "DiagnosticUndefined",
     "ElpdResult",
+    "GuideLoo",
     "MemoryEstimate",
     "NUTSReference",
     "VIDiagnostic",
@@ -92,6 +105,7 @@ __all__ = [
     "compare_elpd",
     "compare_models",
     "estimate_compare_memory",
+    "guide_loo",
     "held_out_elpd",
     "held_out_summary",
     "inference_data",
@@ -102,7 +116,11 @@ __all__ = [
     "plot_compare",
     "pointwise_log_likelihood",
     "psis_khat",
+    "rank_rows",
+    "reweighted_loo",
     "to_inference_data",
+    "trust_cell",
+    "untrusted_weight_note",
     "vi_diagnostic",
     "waic",
 ]

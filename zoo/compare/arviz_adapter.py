@@ -7,18 +7,21 @@ and return types; the functions here take NumPy arrays and hide the difference:
 * :func:`inference_data` -- ``InferenceData`` (ArviZ 0.x) or ``DataTree`` (ArviZ 1.x) with the
   groups ``log_likelihood``, ``observed_data`` and ``posterior``.
 * :func:`loo`, :func:`waic`, :func:`compare_elpd` -- ArviZ's PSIS-LOO (Vehtari, Gelman & Gabry
-  2017), WAIC (Watanabe 2010) and stacking weights (Yao et al. 2018, "Using stacking to average
+  2017), WAIC (Watanabe 2010; on ArviZ 1.x, which has none, :func:`waic_from_log_lik`, the same
+  formulas as ArviZ 0.x's) and stacking weights (Yao et al. 2018, "Using stacking to average
   Bayesian predictive distributions"), with every Pareto-k warning kept in the result.
 * :func:`held_out_elpd` -- ``sum_i log mean_s p(y_i | theta_s)`` on a test split, with its
   standard error.
-* :func:`psis_khat`, :func:`khat_verdict` -- the Pareto k of importance ratios and its reading.
+* :func:`psis_smooth`, :func:`psis_khat`, :func:`khat_verdict` -- PSIS's smoothed weights,
+  the Pareto k of importance ratios and its reading.
 * :func:`mcmc_diagnostics`, :func:`mcmc_inference_data` -- R-hat, bulk ESS and ArviZ's
   container of MCMC chains.
 * :func:`plot_compare` -- ``arviz.plot_compare`` as a PNG.
 
-It imports neither torch nor the rest of the zoo (not even ``zoo``), so it can be loaded alone
-from its file and checked on either ArviZ (``tests/zoo/compare/test_compare_arviz1.py`` does so
-on ArviZ 1.x).
+It imports neither torch nor the rest of the zoo but :mod:`zoo.elpd` (NumPy alone: the result
+type, WAIC's formulas, the held-out elpd), so it can be loaded alone from its file (with the
+repository on the path) and checked on either ArviZ
+(``tests/zoo/compare/test_compare_arviz1.py`` does so on ArviZ 1.x).
 
 Usage::
 
@@ -36,23 +39,28 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from zoo.elpd import (
+    CONSTANT_DRAWS,
+    KHAT_GOOD,
+    KHAT_OK,
+    ElpdResult,
+    held_out_elpd,
+    held_out_summary,
+    waic_from_log_lik,
+)
+
 __all__ = [
-    "KHAT_GOOD",
-    "KHAT_OK",
     "OBS",
     "RHAT_OK",
-    "ElpdResult",
     "arviz_major",
     "compare_elpd",
-    "held_out_elpd",
-    "held_out_summary",
+    "explain_constant_draws",
     "import_arviz",
     "inference_data",
     "khat_verdict",
@@ -61,13 +69,10 @@ __all__ = [
     "mcmc_inference_data",
     "plot_compare",
     "psis_khat",
+    "psis_smooth",
     "record_warnings",
     "waic",
 ]
-
-#: Pareto-k thresholds of Vehtari et al. (2024) and Yao et al. (2018): below 0.5 the importance
-#: sampling estimate is reliable, up to 0.7 usable, above 0.7 not to be trusted.
-KHAT_GOOD, KHAT_OK = 0.5, 0.7
 
 #: Rank-normalized split R-hat above this means the chains disagree (Vehtari et al. 2021).
 RHAT_OK = 1.01
@@ -193,59 +198,6 @@ def inference_data(
     return az.InferenceData(**groups)
 
 
-@dataclass
-class ElpdResult:
-    """PSIS-LOO or WAIC of one model, read out of ArviZ's result (kept as :attr:`raw`).
-
-    :ivar kind: ``"loo"`` or ``"waic"``.
-    :ivar elpd: the estimated expected log pointwise predictive density, a sum over points.
-    :ivar se: its standard error.
-    :ivar p: the effective number of parameters (``p_loo``, ``p_waic``).
-    :ivar pointwise: the per-observation elpd, shape ``(N,)``.
-    :ivar pareto_k: PSIS-LOO's Pareto shape per observation (``None`` for WAIC).
-    :ivar good_k: ArviZ's threshold for ``S`` draws, ``min(1 - 1/log10 S, 0.7)``.
-    :ivar warning: ArviZ's own flag: some ``k > good_k`` (LOO) or some variance of the
-        log predictive density above 0.4 (WAIC).
-    :ivar messages: the text of every warning ArviZ raised while computing it.
-    """
-
-    kind: str
-    elpd: float
-    se: float
-    p: float
-    n_samples: int
-    n_data_points: int
-    pointwise: np.ndarray
-    pareto_k: np.ndarray | None
-    good_k: float | None
-    warning: bool
-    messages: list[str]
-    raw: Any = field(repr=False)
-
-    @property
-    def n_high_k(self) -> int:
-        """Observations with ``k > 0.7``, where PSIS-LOO is not to be trusted."""
-        if self.pareto_k is None:
-            return 0
-        # a k ArviZ could not estimate (nan, inf) is no better than a large one
-        return int(np.sum(~(self.pareto_k <= KHAT_OK)))
-
-    def summary(self) -> str:
-        """The warnings in a few words, for a table cell; empty when there are none."""
-        parts = []
-        if self.pareto_k is not None:
-            if self.n_high_k:
-                parts.append(f"{self.n_high_k}/{self.n_data_points} k>0.7")
-            over = int(np.sum(self.pareto_k > self.good_k))
-            if self.good_k is not None and self.good_k < KHAT_OK and over > self.n_high_k:
-                parts.append(f"{over} k>{self.good_k:.2f}")
-        elif self.warning:
-            parts.append("var(log p) > 0.4")
-        if self.warning:
-            parts.append("ArviZ warned")
-        return "; ".join(parts)
-
-
 def loo(data: Any, *, reff: float | None = None) -> ElpdResult:
     """PSIS-LOO of :func:`inference_data`'s result, through ``arviz.loo(pointwise=True)``.
 
@@ -254,53 +206,112 @@ def loo(data: Any, *, reff: float | None = None) -> ElpdResult:
 
     :param reff: relative efficiency of the draws, ``ESS / S``; ArviZ estimates it from the
         posterior group when omitted (1 for one chain, as for independent draws from a guide).
+
+    Points with the same log-likelihood in every draw: see :func:`explain_constant_draws`.
     """
-    az = import_arviz()
+    values = np.asarray(data["log_likelihood"][OBS].values, dtype=np.float64)
+    log_lik = values.reshape(-1, values.shape[-1])
+    constant = np.ptp(log_lik, axis=0) <= CONSTANT_DRAWS
+    result = _arviz_loo(_spread_constant(data, constant) if constant.any() else data, reff)
+    return explain_constant_draws(result, log_lik)
+
+
+def explain_constant_draws(result: ElpdResult, log_lik: np.ndarray) -> ElpdResult:
+    """``result`` (PSIS-LOO of ``log_lik``, ``(S, N)``) with its points of constant draws marked.
+
+    Where ``log p(y_i | theta_s)`` varies by at most :data:`CONSTANT_DRAWS` nats over the draws,
+    the LOO term (a weighted mean of the ``p``) is ``log mean_s p(y_i | theta_s)`` within that
+    tolerance, whatever the tail; ArviZ's Pareto fit degenerates there (``k = inf``, ``nan``
+    terms, or on 1.x an error: :func:`loo` gives it a spread of ``CONSTANT_DRAWS / 10``).  Those
+    terms, the sums and ArviZ's own result take that value, their k is ``nan`` (undefined), and
+    a note replaces ArviZ's Pareto warning when these are the only points it flagged.
+    """
+    constant = np.ptp(log_lik, axis=0) <= CONSTANT_DRAWS
+    result.constant = constant
+    if not constant.any():
+        return result
+    flagged = ~(result.pareto_k <= result.good_k)
+    if result.warning and not (flagged & ~constant).any():
+        result.warning = False
+        result.messages = [m for m in result.messages if "Pareto" not in m]
+    if np.isfinite(result.pointwise[~constant]).all():  # NumPy's, from the degenerate fits
+        result.messages = [m for m in result.messages if "encountered in" not in m]
+    lppd = held_out_elpd(log_lik)[2]
+    result.pareto_k = np.where(constant, np.nan, result.pareto_k)
+    result.pointwise = pointwise = np.where(constant, lppd, result.pointwise)
+    result.elpd, result.se = held_out_summary(pointwise)
+    result.p = float(lppd.sum() - result.elpd)
+    _set_raw_loo(result)
+    result.messages.append(
+        f"{int(constant.sum())} of {result.n_data_points} points have the same log-likelihood "
+        f"in every draw (within {CONSTANT_DRAWS:g} nats: constant draws, not heavy tails): "
+        "their Pareto k is undefined and their LOO term is exact to that tolerance, so they "
+        "are not counted as k > 0.7"
+    )
+    return result
+
+
+def _set_raw_loo(result: ElpdResult) -> None:
+    """Write ``result``'s pointwise terms and sums into ArviZ's own result, which
+    ``arviz.compare`` reads (ArviZ 0.x: ``loo_i``, ``elpd_loo``; 1.x: ``elpd_i``, ``elpd``)."""
+    raw = result.raw
     if arviz_major() >= 1:
-        raw, messages = record_warnings(az.loo, data, pointwise=True, var_name=OBS, reff=reff)
-        return ElpdResult(
-            kind="loo",
-            elpd=float(raw.elpd),
-            se=float(raw.se),
-            p=float(raw.p),
-            n_samples=int(raw.n_samples),
-            n_data_points=int(raw.n_data_points),
-            pointwise=np.asarray(raw.elpd_i.values, dtype=np.float64).ravel(),
-            pareto_k=np.asarray(raw.pareto_k.values, dtype=np.float64).ravel(),
-            good_k=float(raw.good_k),
-            warning=bool(raw.warning),
-            messages=messages,
-            raw=raw,
-        )
+        raw.elpd_i.values[...] = result.pointwise.reshape(raw.elpd_i.shape)
+        raw.elpd, raw.se, raw.p = result.elpd, result.se, result.p
+        return
+    raw["loo_i"].values[...] = result.pointwise.reshape(raw["loo_i"].shape)
+    raw["elpd_loo"], raw["se"], raw["p_loo"] = result.elpd, result.se, result.p
+
+
+def _arviz_loo(data: Any, reff: float | None) -> ElpdResult:
+    """``arviz.loo(pointwise=True)`` read into an :class:`ElpdResult`, on either ArviZ."""
+    az = import_arviz()
     raw, messages = record_warnings(az.loo, data, pointwise=True, var_name=OBS, reff=reff)
+    one = arviz_major() >= 1
+
+    def get(name_1x: str, name_0x: str) -> Any:
+        return getattr(raw, name_1x) if one else raw[name_0x]
+
     return ElpdResult(
         kind="loo",
-        elpd=float(raw["elpd_loo"]),
-        se=float(raw["se"]),
-        p=float(raw["p_loo"]),
-        n_samples=int(raw["n_samples"]),
-        n_data_points=int(raw["n_data_points"]),
-        pointwise=np.asarray(raw["loo_i"].values, dtype=np.float64).ravel(),
-        pareto_k=np.asarray(raw["pareto_k"].values, dtype=np.float64).ravel(),
+        elpd=float(get("elpd", "elpd_loo")),
+        se=float(get("se", "se")),
+        p=float(get("p", "p_loo")),
+        n_samples=int(get("n_samples", "n_samples")),
+        n_data_points=int(get("n_data_points", "n_data_points")),
+        pointwise=np.asarray(get("elpd_i", "loo_i").values, dtype=np.float64).ravel(),
+        pareto_k=np.asarray(get("pareto_k", "pareto_k").values, dtype=np.float64).ravel(),
         # ArviZ < 0.18 has no sample-size dependent threshold: 0.7 then
-        good_k=float(raw["good_k"]) if "good_k" in raw else KHAT_OK,
-        warning=bool(raw["warning"]),
+        good_k=float(get("good_k", "good_k")) if one or "good_k" in raw else KHAT_OK,
+        warning=bool(get("warning", "warning")),
         messages=messages,
         raw=raw,
     )
 
 
-def waic(data: Any) -> ElpdResult:
-    """WAIC (Watanabe 2010) through ``arviz.waic(pointwise=True)``, on ArviZ 0.x.
+def _spread_constant(data: Any, constant: np.ndarray) -> Any:
+    """A copy of ``data`` whose constant log-likelihood columns vary by a ramp of
+    ``CONSTANT_DRAWS / 10`` nats: ArviZ 1.x refuses a Pareto fit to equal values ("All tail
+    values are the same"); the terms of these points are replaced afterwards anyway."""
+    data = data.copy(deep=True) if arviz_major() >= 1 else data.copy()
+    values = data["log_likelihood"][OBS].values
+    ramp = np.linspace(0.0, CONSTANT_DRAWS / 10, values.shape[0] * values.shape[1])
+    values[..., constant] += ramp.reshape(values.shape[:2])[..., None]
+    return data
 
-    :raises NotImplementedError: on ArviZ 1.x, which dropped WAIC in favour of PSIS-LOO (whose
-        Pareto k diagnoses its own failures, WAIC's do not).
+
+def waic(data: Any) -> ElpdResult:
+    """WAIC (Watanabe 2010) of :func:`inference_data`'s result: ``arviz.waic(pointwise=True)``
+    on ArviZ 0.x; on ArviZ 1.x, which dropped WAIC in favour of PSIS-LOO (whose Pareto k
+    diagnoses its own failures, WAIC's do not), :func:`waic_from_log_lik` of the
+    ``log_likelihood`` group, the same numbers.
+
+    An ArviZ 1.x WAIC result cannot go to :func:`compare_elpd` (ArviZ 1.x compares LOO only).
     """
     az = import_arviz()
     if arviz_major() >= 1:
-        raise NotImplementedError(
-            "ArviZ 1.x has no WAIC (it recommends PSIS-LOO, which diagnoses itself); use loo()"
-        )
+        log_lik = np.asarray(data["log_likelihood"][OBS].values, dtype=np.float64)
+        return waic_from_log_lik(log_lik.reshape(-1, log_lik.shape[-1]))
     raw, messages = record_warnings(az.waic, data, pointwise=True, var_name=OBS)
     return ElpdResult(
         kind="waic",
@@ -346,6 +357,8 @@ def compare_elpd(results: Mapping[str, ElpdResult], method: str = "stacking") ->
     az = import_arviz()
     raws = {name: r.raw for name, r in results.items()}
     if arviz_major() >= 1:
+        if kinds == {"waic"}:
+            raise ValueError("ArviZ 1.x compares PSIS-LOO results only: pass loo() results")
         frame, messages = record_warnings(az.compare, raws, method=method, round_to="none")
         table = pd.DataFrame(
             {
@@ -379,51 +392,31 @@ def compare_elpd(results: Mapping[str, ElpdResult], method: str = "stacking") ->
     return table
 
 
-def held_out_elpd(log_lik: np.ndarray) -> tuple[float, float, np.ndarray]:
-    """The elpd of held-out points, ``sum_i log (1/S) sum_s p(y_i | theta_s)``, and its s.e.
+def psis_smooth(log_weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """ArviZ's PSIS (Vehtari et al. 2024) over the last axis, relative efficiency 1: the
+    smoothed log weights, normalized, each row's Pareto ``k``, and ArviZ's warnings.  ArviZ 0.x
+    takes log weights, 1.x log-likelihoods (it negates them); each gets what it expects."""
+    log_weights = np.asarray(log_weights, dtype=np.float64)
+    if arviz_major() >= 1:
+        from arviz_stats.base import array_stats
 
-    The standard error is ``sqrt(N var_i)`` of the pointwise terms, the same convention as
-    PSIS-LOO's (Vehtari, Gelman & Gabry 2017, eq. 23).
-
-    :param log_lik: ``(S, N)`` log-likelihoods of the held-out points.
-    :returns: ``(elpd, se, pointwise)``.
-    """
-    log_lik = np.asarray(log_lik, dtype=np.float64)
-    if log_lik.ndim != 2 or 0 in log_lik.shape:
-        raise ValueError(f"log_lik must have shape (S, N) with S, N >= 1, got {log_lik.shape}")
-    top = log_lik.max(axis=0)
-    pointwise = top + np.log(np.mean(np.exp(log_lik - top), axis=0))
-    return (*held_out_summary(pointwise), pointwise)
-
-
-def held_out_summary(pointwise: np.ndarray) -> tuple[float, float]:
-    """:func:`held_out_elpd`'s sum and standard error of the pointwise terms
-    ``log (1/S) sum_s p(y_i | theta_s)`` (computed elsewhere, e.g. over chunks of draws)."""
-    pointwise = np.asarray(pointwise, dtype=np.float64)
-    n = pointwise.shape[0]
-    return float(pointwise.sum()), float(math.sqrt(n * pointwise.var()))
+        (smoothed, k), messages = record_warnings(array_stats.psislw, -log_weights, r_eff=1.0)
+    else:
+        (smoothed, k), messages = record_warnings(import_arviz().psislw, log_weights, reff=1.0)
+    return np.asarray(smoothed, dtype=np.float64), np.asarray(k, dtype=np.float64), messages
 
 
 def psis_khat(log_ratios: np.ndarray) -> tuple[float, list[str]]:
-    """The Pareto shape ``k`` of Pareto-smoothed importance weights ``exp(log_ratios)``.
-
-    ArviZ's PSIS (Vehtari, Simpson, Gelman, Yao & Gabry 2024) over the last axis, with relative
-    efficiency 1 (independent draws).  ArviZ 0.x takes log weights, 1.x log-likelihoods (it
-    negates them); both are given what makes the weights ``exp(log_ratios)``.
+    """The Pareto shape ``k`` of Pareto-smoothed importance weights ``exp(log_ratios)``
+    (:func:`psis_smooth` of a 1-D array).
 
     :returns: ``(k, warnings ArviZ raised)``.
     """
     log_ratios = np.asarray(log_ratios, dtype=np.float64)
     if log_ratios.ndim != 1 or log_ratios.size < 5:
         raise ValueError(f"need a 1-D array of at least 5 log ratios, got {log_ratios.shape}")
-    az = import_arviz()
-    if arviz_major() >= 1:
-        from arviz_stats.base import array_stats
-
-        (_, k), messages = record_warnings(array_stats.psislw, -log_ratios, r_eff=1.0)
-    else:
-        (_, k), messages = record_warnings(az.psislw, log_ratios, reff=1.0)
-    return float(np.asarray(k)), messages
+    _, k, messages = psis_smooth(log_ratios)
+    return float(k), messages
 
 
 def khat_verdict(k: float) -> str:

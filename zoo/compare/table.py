@@ -5,24 +5,30 @@
 (:mod:`zoo.compare.pointwise`), ranks them by PSIS-LOO on the training split with ArviZ's
 stacking weights (Vehtari, Gelman & Gabry 2017; Yao et al. 2018), scores them on the test split
 (held-out elpd, accuracy, expected calibration error) and adds the VI diagnostic of Yao,
-Vehtari, Simpson & Gelman (2018) where it is defined.  The table has the columns
-:data:`COLUMNS`, best ``elpd_loo`` first; :class:`ComparisonResult` keeps what it was computed
-from.
+Vehtari, Simpson & Gelman (2018) where it is defined, and from the same ratios
+``p(theta, D) / q(theta)`` the PSIS-LOO of the posterior rather than of q (``elpd_loo_q``,
+Magnusson et al. 2019).  The table has the columns :data:`COLUMNS`; its ``trust`` column says,
+for each row, whether its ranking can be trusted or why not (q far from the posterior, raw LOO
+of q, Pareto k > 0.7, a NUTS reference's R-hat), and the rows are ordered so that the first row
+is never an untrusted one ahead of a trusted one: trusted rows first, then the others, each
+group best first by the guide-corrected LOO where the table has it, else ``elpd_loo`` (the rule:
+:mod:`zoo.compare.trust`).  :class:`ComparisonResult` keeps what it was computed from.
 
 Usage::
 
     from zoo import compare_models
     result = compare_models({"meanfield": zm, "nuts": ref}, data, num_samples=200)
-    print(result.table)              # elpd_loo, se, p_loo, weight, warnings, test_elpd, ...
+    print(result.table)              # elpd_loo, se, p_loo, weight, trust, warnings, ...
     result.idata["meanfield"]        # the InferenceData behind its row
-    result.messages()                # every warning ArviZ raised, per model
+    result.messages                  # every warning ArviZ raised, per model
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -32,16 +38,17 @@ from zoo.compare.arviz_adapter import (
     KHAT_OK,
     RHAT_OK,
     ElpdResult,
-    arviz_major,
     compare_elpd,
     held_out_summary,
+    khat_verdict,
     loo,
     waic,
 )
 from zoo.compare.checks import check_comparable, check_memory, chunk_draws
 from zoo.compare.nuts import NUTSReference
 from zoo.compare.pointwise import check_num_samples, draws_inference_data, pointwise_draws
-from zoo.compare.vi import DiagnosticUndefined, VIDiagnostic, vi_diagnostic
+from zoo.compare.trust import CORRECTED_ELPD, rank_rows, trust_cell
+from zoo.compare.vi import DiagnosticUndefined, GuideLoo, VIDiagnostic, guide_loo
 from zoo.util import local_params
 
 if TYPE_CHECKING:
@@ -50,7 +57,7 @@ if TYPE_CHECKING:
     from zoo.data import Dataset
     from zoo.spec import PointwiseDraws, ZooModel
 
-__all__ = ["COLUMNS", "ComparisonResult", "compare_models", "warnings_cell"]
+__all__ = ["COLUMNS", "ComparisonResult", "MessagesByModel", "compare_models", "warnings_cell"]
 
 
 #: The table's columns, in order.
@@ -61,6 +68,7 @@ COLUMNS = (
     "se",
     "p_loo",
     "weight",
+    "trust",
     "warnings",
     "test_elpd",
     "test_elpd_se",
@@ -69,6 +77,9 @@ COLUMNS = (
     "sparsity",
     "fit_seconds",
     "vi_khat",
+    "elpd_loo_q",
+    "elpd_loo_q_se",
+    "khat_q",
 )
 
 
@@ -76,13 +87,15 @@ COLUMNS = (
 class ComparisonResult:
     """What :func:`compare_models` returns.
 
-    :ivar table: one row per model, best ``elpd_loo`` first, columns :data:`COLUMNS`, index the
-        models' labels.
+    :ivar table: one row per model, columns :data:`COLUMNS`, index the models' labels; trusted
+        rows first, then the others, each group best first
+        (:func:`~zoo.compare.trust.rank_rows`).
     :ivar comparison: :func:`~zoo.compare.arviz_adapter.compare_elpd`'s frame (ArviZ's ranks,
         ``elpd_diff``, ``dse``, stacking weights).
     :ivar idata: the ArviZ container (training split) of each model.
     :ivar loo: PSIS-LOO of each model, with ArviZ's Pareto k per observation and warnings.
-    :ivar waic: WAIC of each model (ArviZ 0.x only; empty on 1.x).
+    :ivar waic: WAIC of each model (ArviZ's on 0.x; on 1.x, which has none,
+        :func:`~zoo.compare.arviz_adapter.waic_from_log_lik`).
     :ivar vi: the VI diagnostic of each model, or why it does not apply.
     :ivar test_elpd_i: the held-out elpd of each test example per model,
         ``log (1/S) sum_s p(y_i | theta_s)``, ``(N_test,)`` (accumulated over chunks of draws:
@@ -91,6 +104,8 @@ class ComparisonResult:
         probabilities for classifiers).
     :ivar y_test: the test targets.
     :ivar nuts: the NUTS references among the models.
+    :ivar loo_q: each model's PSIS-LOO corrected for its guide (:func:`~zoo.compare.vi.guide_loo`,
+        the columns ``elpd_loo_q``, ``elpd_loo_q_se``, ``khat_q``), or why it is ``nan``.
     """
 
     table: pd.DataFrame
@@ -103,10 +118,13 @@ class ComparisonResult:
     predictive: dict[str, np.ndarray]
     y_test: np.ndarray | None
     nuts: dict[str, NUTSReference]
+    loo_q: dict[str, GuideLoo | str] = field(default_factory=dict)
 
-    def messages(self) -> dict[str, list[str]]:
-        """Every warning ArviZ raised, per model."""
-        out: dict[str, list[str]] = {}
+    @property
+    def messages(self) -> MessagesByModel:
+        """Every warning ArviZ raised, per model, in the table's order (a dict; calling it, as
+        before this release, still works but warns)."""
+        out = MessagesByModel()
         for label in self.table.index:
             msgs = list(self.loo[label].messages)
             if label in self.waic:
@@ -118,6 +136,23 @@ class ComparisonResult:
                 msgs += [f"NUTS: {m}" for m in self.nuts[label].messages]
             out[label] = msgs
         return out
+
+
+class MessagesByModel(dict):
+    """:attr:`ComparisonResult.messages`: label -> the warnings of that model.
+
+    Calling it (``result.messages()``, a method until this release) returns itself with a
+    ``FutureWarning``.
+    """
+
+    def __call__(self) -> MessagesByModel:
+        warnings.warn(
+            "ComparisonResult.messages is an attribute now: write result.messages, not "
+            "result.messages()",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return self
 
 
 def _labelled(models: Mapping[str, Any] | Sequence[Any]) -> dict[str, Any]:
@@ -187,8 +222,8 @@ def compare_models(
     For each model, ``num_samples`` draws of its guide (a NUTS reference brings its own) are
     scored on every training and test example
     (:func:`~zoo.compare.pointwise.pointwise_log_likelihood`).  The training scores go to
-    ArviZ: PSIS-LOO (Vehtari, Gelman & Gabry 2017), WAIC (Watanabe 2010, ArviZ 0.x) and
-    stacking weights (Yao et al. 2018).  The test scores give the held-out elpd
+    ArviZ: PSIS-LOO (Vehtari, Gelman & Gabry 2017), WAIC (Watanabe 2010) and stacking weights
+    (Yao et al. 2018).  The test scores give the held-out elpd
     (:func:`~zoo.compare.arviz_adapter.held_out_elpd`); the draws' mean class probabilities the
     accuracy and the expected calibration error (:func:`zoo.evaluate.expected_calibration_error`).
     Where defined, the VI diagnostic of Yao, Vehtari, Simpson & Gelman (2018) says how far to
@@ -201,7 +236,11 @@ def compare_models(
         inputs as a tensor with targets ``y`` (then there is no test split).
     :param num_samples: posterior draws per guide, ``S``.
     :param method: ArviZ's weighting: ``stacking``, ``BB-pseudo-BMA`` or ``pseudo-BMA``.
-    :param vi: compute the VI diagnostic where it is defined.
+    :param vi: compute the VI diagnostic where it is defined, and from the same draws the
+        PSIS-LOO corrected for the guide (``elpd_loo_q``: q's draws weighted by ``p(theta, D) /
+        q(theta)``, :func:`~zoo.compare.vi.guide_loo`); ``nan`` with the reason in
+        :attr:`ComparisonResult.loo_q` where it is undefined (MC dropout, a log-uniform prior,
+        NUTS, whose draws need no correction).
     The test split is scored in chunks of draws (a running log-sum-exp), so only the training
     split's ``(S, N_train)`` matrix, which PSIS-LOO needs whole, is held per model.
 
@@ -233,7 +272,7 @@ def compare_models(
         scored[label] = _score(
             label, m, ds, x_all, y_all, num_samples=num_samples, batch_size=batch_size, seed=seed
         )
-        _diagnose(scored[label], m, ds, num_samples=num_samples, vi=vi, seed=seed)
+        _diagnose(scored[label], m, ds, num_samples=num_samples, vi=vi, seed=seed, batch=batch_size)
 
     loos = {label: s.loo for label, s in scored.items()}
     comparison = compare_elpd(loos, method=method)
@@ -248,6 +287,7 @@ def compare_models(
         predictive={label: s.predictive for label, s in scored.items() if s.predictive is not None},
         y_test=y_test,
         nuts={label: s.nuts for label, s in scored.items() if s.nuts is not None},
+        loo_q={label: s.loo_q for label, s in scored.items() if s.loo_q is not None},
     )
 
 
@@ -263,6 +303,7 @@ class _Scored:
     test_i: np.ndarray | None = None
     predictive: np.ndarray | None = None
     nuts: NUTSReference | None = None
+    loo_q: GuideLoo | str | None = None
 
 
 def _pooled(
@@ -356,8 +397,8 @@ def _score(
     batch_size: int | None,
     seed: int,
 ) -> _Scored:
-    """Score ``m`` (a fitted model or a NUTS reference) on every example: PSIS-LOO (and WAIC on
-    ArviZ 0.x) on the training split, the test columns on the test split, its fit's sparsity
+    """Score ``m`` (a fitted model or a NUTS reference) on every example: PSIS-LOO and WAIC on
+    the training split, the test columns on the test split, its fit's sparsity
     and time.  The draws are taken right after seeding Pyro with ``seed``."""
     import pyro
 
@@ -375,8 +416,7 @@ def _score(
     attrs = {"model": zm.name, "guide": m.guide_name, "data": ds.name}
     idata = draws_inference_data(zm, draws, ds.x_train, ds.y_train, attrs, chains)
     scored = _Scored(row={"model": zm.name, "guide": m.guide_name}, idata=idata, loo=loo(idata))
-    if arviz_major() < 1:
-        scored.waic = waic(idata)
+    scored.waic = waic(idata)
     _test_columns(scored, zm, draws, test_i, ds)
     if isinstance(m, NUTSReference):
         scored.nuts = m
@@ -415,39 +455,69 @@ def _test_columns(
 
 
 def _diagnose(
-    scored: _Scored, m: Any, ds: Dataset, *, num_samples: int, vi: bool, seed: int
+    scored: _Scored,
+    m: Any,
+    ds: Dataset,
+    *,
+    num_samples: int,
+    vi: bool,
+    seed: int,
+    batch: int | None = None,
 ) -> None:
-    """The VI diagnostic of a guide (Pyro seeded with ``seed`` first), or why there is none."""
+    """The VI diagnostic of a guide and its corrected PSIS-LOO, from the same draws
+    (:func:`~zoo.compare.vi.guide_loo`, Pyro seeded with ``seed`` first), or why there is none."""
     import pyro
 
-    scored.row["vi_khat"] = math.nan
+    row = scored.row
+    row["vi_khat"] = row["elpd_loo_q"] = row["elpd_loo_q_se"] = row["khat_q"] = math.nan
     if isinstance(m, NUTSReference):
         scored.vi = "NUTS: no guide to diagnose (see r_hat_max, ess_bulk_min)"
-    elif vi:
+        scored.loo_q = "NUTS: its draws are the posterior's, so elpd_loo needs no correction"
+    elif not vi:
+        scored.loo_q = "not computed (vi=False)"
+    else:
         try:
             pyro.set_rng_seed(seed)
-            scored.vi = vi_diagnostic(m, ds, num_samples=max(num_samples, 5))
-            scored.row["vi_khat"] = scored.vi.khat
+            q = guide_loo(m, ds, num_samples=max(num_samples, 5), batch_size=batch)
         except DiagnosticUndefined as exc:
-            scored.vi = str(exc)
+            scored.vi = scored.loo_q = str(exc)
+            return
+        scored.loo_q = q
+        scored.vi = VIDiagnostic(q.vi_khat, khat_verdict(q.vi_khat), q.log_ratios, q.messages)
+        row.update(vi_khat=q.vi_khat, elpd_loo_q=q.elpd, elpd_loo_q_se=q.se, khat_q=q.khat)
 
 
 def _ranked_table(scored: Mapping[str, _Scored], comparison: pd.DataFrame) -> pd.DataFrame:
-    """The table: one row per model in ``comparison``'s order (best first), :data:`COLUMNS`."""
+    """The table: one row per model, :data:`COLUMNS`, ordered by
+    :func:`~zoo.compare.trust.rank_rows` (trusted rows first, each group best first)."""
     table = []
     for label in comparison.index:
         s = scored[label]
         row = s.row
         table.append(
             {
-                **{k: row[k] for k in ("model", "guide")},
+                **row,
                 "elpd_loo": s.loo.elpd,
                 "se": s.loo.se,
                 "p_loo": s.loo.p,
                 "weight": float(comparison.loc[label, "weight"]),
                 "warnings": warnings_cell(s.loo, row["vi_khat"], s.nuts),
-                **{k: row[k] for k in COLUMNS[7:]},
             }
         )
     frame = pd.DataFrame(table, index=pd.Index(list(comparison.index), name="label"))
-    return frame[list(COLUMNS)]
+    frame["trust"] = [_trust(scored[label], frame.loc[label]) for label in frame.index]
+    return rank_rows(frame[[c for c in COLUMNS if c in frame.columns]])
+
+
+def _trust(s: _Scored, row: pd.Series) -> str:
+    """The ``trust`` cell of one row (:func:`~zoo.compare.trust.trust_cell`)."""
+    corrected = CORRECTED_ELPD in row.index and math.isfinite(float(row[CORRECTED_ELPD]))
+    return trust_cell(
+        n_high_k=s.loo.n_high_k,
+        n_points=s.loo.n_data_points,
+        vi_khat=float(row["vi_khat"]),
+        corrected=corrected,
+        nuts=s.nuts is not None,
+        r_hat=math.nan if s.nuts is None else s.nuts.r_hat_max,
+        divergences=0 if s.nuts is None else s.nuts.divergences,
+    )

@@ -45,6 +45,12 @@ COMPARE_DEFAULT_MODELS = (
 )
 #: What ``zoo compare`` writes to ``--out``; an existing one is not overwritten without --force.
 COMPARE_OUTPUTS = ("compare.csv", "compare.md", "compare_plot.png", "reliability.png")
+#: The note of ``compare.md`` that states the table's order (:mod:`zoo.compare.trust`).
+ORDER_NOTE = (
+    "Order: rows whose trust is ok first, then the others; each group best first by the LOO "
+    "corrected for the guide (elpd_loo_q) where the table has it, else by elpd_loo. A first "
+    "row that is not ok means no row's ranking can be trusted."
+)
 #: Chains of the NUTS reference: its row scores ``NUTS_CHAINS * nuts_samples`` draws.
 NUTS_CHAINS = 2
 
@@ -305,22 +311,34 @@ def _compare_notes(
     seconds: float,
     nuts_note: str | None,
 ) -> list[str]:
-    """The notes under the table of ``compare.md``: the set-up, the columns, NUTS, warnings."""
+    """The notes under the table of ``compare.md``: the set-up, the columns, the order, the
+    stacking weight given to untrusted rows, NUTS, warnings."""
+    from zoo.compare.trust import untrusted_weight_note
+
     notes = [
         f"`zoo compare` on {dataset.name} ({dataset.num_train} train / {dataset.num_test} test), "
         f"{num_samples} posterior draws per guide, device {device}; {describe_machine(device)}; "
         f"whole job {seconds:.0f} s.",
         "elpd_loo, se, p_loo: PSIS-LOO on the training split (ArviZ, Vehtari et al. 2017); "
-        "weight: stacking; warnings: Pareto k counts, the VI diagnostic where its k > 0.7, and "
-        "a NUTS reference's R-hat > 1.01 or divergences; test_elpd: sum_i log mean_s "
+        "weight: stacking; trust: ok, or why the row's ranking cannot be trusted (q far from "
+        "its posterior: vi_khat > 0.7; raw LOO of a q nothing checks; Pareto k > 0.7; a NUTS "
+        "reference's R-hat > 1.01 or divergences); warnings: Pareto k counts, the VI "
+        "diagnostic where its k > 0.7, and a NUTS reference's R-hat > 1.01 or divergences; "
+        "test_elpd: sum_i log mean_s "
         "p(y_i | theta_s) on the test split; accuracy and ece (15 bins) of the posterior "
         "predictive mean; sparsity: weights with log alpha > 3; vi_khat: Pareto k of "
         "p(theta, D) / q(theta) (Yao et al. 2018), only for a proper prior and a guide with a "
-        "density.",
+        "density; elpd_loo_q, elpd_loo_q_se, khat_q: PSIS-LOO of the posterior from q's draws "
+        "weighted by those ratios (Magnusson et al. 2019), where vi_khat is defined, and the "
+        "largest Pareto k of its per-point ratios (> 0.7: not to be trusted).",
     ]
+    notes.append(ORDER_NOTE)
+    weight_note = untrusted_weight_note(result.table)
+    if weight_note is not None:
+        notes.append(weight_note)
     if nuts_note is not None:
         notes.append(nuts_note)
-    for label, msgs in result.messages().items():
+    for label, msgs in result.messages.items():
         for msg in dict.fromkeys(msgs):
             notes.append(f"{label}: {msg}")
     for label, vi in result.vi.items():

@@ -39,6 +39,7 @@ from pyro.nn import PyroModule
 from torch import nn
 
 from guides.dropout import MCDropout, MeanFieldGaussian, SparseVD, VariationalDropout
+from guides.meanfield import DEFAULT_INIT_ALPHA
 from zoo.data import DataInfo
 from zoo.handlers.lrt import LocalReparameterization
 from zoo.likelihoods import ClassLikelihood, Likelihood, make_likelihood
@@ -91,7 +92,10 @@ class WeightConfig:
         example) or ``shared`` (one weight sample per minibatch).
     :param threshold: prune weights with ``log alpha`` above it (3: ``p > 0.95``).
     :param init_log_sigma2: initial ``log sigma^2`` of the sparse-VD guide.
-    :param init_scale: initial standard deviation of the mean-field (Bayes by Backprop) guide.
+    :param init_scale: initial standard deviation of every weight of the mean-field (Bayes by
+        Backprop) guide; ``None``: per layer, ``sqrt(init_alpha * mean(mu0^2))`` of its initial
+        weights ``mu0`` (:func:`guides.meanfield.relative_init_scale`).
+    :param init_alpha: the mean-field guide's initial noise-to-signal ratio per layer.
     :param dropout: MC-dropout rate of hidden layers' inputs.
     :param input_dropout: MC-dropout rate of the first layer's inputs.
     :param init_dropout: initial dropout rate of the variational-dropout guides.
@@ -105,7 +109,8 @@ class WeightConfig:
     reparam: str = "lrt"
     threshold: float = 3.0
     init_log_sigma2: float = -10.0
-    init_scale: float = 1e-3
+    init_scale: float | None = None
+    init_alpha: float = DEFAULT_INIT_ALPHA
     dropout: float = 0.5
     input_dropout: float = 0.2
     init_dropout: float = 0.2
@@ -124,8 +129,10 @@ class WeightConfig:
         ):
             if value not in choices:
                 raise ValueError(f"{name} must be one of {choices}, got {value!r}")
-        if self.prior_scale <= 0 or self.init_scale <= 0:
+        if self.prior_scale <= 0 or (self.init_scale is not None and self.init_scale <= 0):
             raise ValueError("prior_scale and init_scale must be positive")
+        if self.init_alpha <= 0:
+            raise ValueError(f"init_alpha must be positive, got {self.init_alpha}")
         if self.eval_samples < 1 or self.eval_batch_size < 1:
             raise ValueError("eval_samples and eval_batch_size must be at least 1")
         # MC dropout may drop nothing; the variational rates are logits, so never 0
@@ -418,7 +425,9 @@ def _build(config: BNNConfig, info: DataInfo) -> BNN:
 
 
 _NORMAL_GUIDES = {
-    "meanfield": lambda c, info, m: MeanFieldGaussian(m, init_scale=c.init_scale),
+    "meanfield": lambda c, info, m: MeanFieldGaussian(
+        m, init_scale=c.init_scale, init_alpha=c.init_alpha
+    ),
     "mc-dropout": lambda c, info, m: MCDropout(m, p=c.dropout, p_first=c.input_dropout),
 }
 _LOGUNIFORM_GUIDES = {

@@ -20,7 +20,7 @@ import torch
 from pyro import poutine
 
 from guides.dropout import WeightGuide
-from zoo.likelihoods import ClassLikelihood, class_probs
+from zoo.likelihoods import ClassLikelihood
 from zoo.spec import PointwiseDraws, ZooModel, posterior_draws
 from zoo.util import local_params
 
@@ -93,6 +93,10 @@ def pointwise_log_likelihood(
     (Vehtari, Gelman & Gabry 2017) needs one global draw scored on every example.  For MC dropout
     that is one set of masks per draw.  The model is conditioned on the draw and run over ``x``
     in batches; biases are the fitted point estimates, and a regressor's noise is its learned one.
+    The scores are float64, formed from the net's outputs by the likelihood's
+    :meth:`~zoo.likelihoods.Likelihood.pointwise_log_prob` (logits to log-probabilities, never
+    through probabilities), so a confident point scores a tiny negative number that differs
+    between draws, not a float32 0.0 in every draw (whose Pareto k would be infinite).
 
     :param samples: weight draws to score instead, site name -> ``(S, ...)`` (e.g. from NUTS).
     :returns: :class:`~zoo.spec.PointwiseDraws` with ``log_lik`` ``(S, N)``, the Frobenius
@@ -111,7 +115,8 @@ def pointwise_log_likelihood(
     sites: list[str] | None = None
     rows, norms = [], []
     mean = None
-    classify = isinstance(zm.model.likelihood, ClassLikelihood)
+    likelihood = zm.model.likelihood
+    classify = isinstance(likelihood, ClassLikelihood)
     for weights in draws:
         if sites is None:
             sites = list(weights)
@@ -119,11 +124,12 @@ def pointwise_log_likelihood(
         lps, outs = [], []
         for start in range(0, x.shape[0], batch_size):
             xb, yb = x[start : start + batch_size], y[start : start + batch_size]
-            node = poutine.trace(model).get_trace(xb, yb).nodes["obs"]
-            lps.append(node["fn"].log_prob(node["value"]))
-            outs.append(class_probs(node["fn"]) if classify else node["fn"].loc)
-        rows.append(torch.cat(lps).double())
-        out = torch.cat(outs).double()
+            # the net's outputs, scored in float64 from log-probabilities (never 0 in float32)
+            net_out = poutine.trace(model).get_trace(xb, yb).nodes["_RETURN"]["value"].double()
+            lps.append(likelihood.pointwise_log_prob(net_out, yb))
+            outs.append(likelihood.class_log_probs(net_out).exp() if classify else net_out[:, 0])
+        rows.append(torch.cat(lps))
+        out = torch.cat(outs)
         mean = out if mean is None else mean + out
         norms.append(torch.stack([weights[k].double().norm() for k in sites]))
     log_lik = torch.stack(rows).cpu()

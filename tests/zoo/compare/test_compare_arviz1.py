@@ -100,9 +100,19 @@ def test_compare_elpd_keeps_0x_column_names_and_signs(C):
         C.compare_elpd({"a": a, "c": c})
 
 
-def test_waic_is_refused_on_arviz_1(C):
-    with pytest.raises(NotImplementedError, match="no WAIC"):
-        C.waic(C.inference_data(_log_lik(5), np.zeros(60)))
+def test_waic_on_arviz_1_is_computed_from_the_log_likelihood(C):
+    """ArviZ 1.x has no WAIC: waic() computes it with waic_from_log_lik (checked against
+    ArviZ 0.23's az.waic in test_compare.py), here against its closed form."""
+    log_lik = _log_lik(5)
+    result = C.waic(C.inference_data(log_lik, np.zeros(60)))
+    lppd_i = np.log(np.mean(np.exp(log_lik), axis=0))
+    closed = lppd_i - log_lik.var(axis=0)
+    assert result.kind == "waic" and result.pareto_k is None
+    assert result.elpd == pytest.approx(closed.sum(), abs=1e-9)
+    assert result.se == pytest.approx(math.sqrt(60 * closed.var()), abs=1e-9)
+    assert result.p == pytest.approx(log_lik.var(axis=0).sum(), abs=1e-9)
+    with pytest.raises(ValueError, match="PSIS-LOO results only"):
+        C.compare_elpd({"a": result, "b": result})
 
 
 def test_psis_khat_and_mcmc_diagnostics(C):
@@ -137,3 +147,26 @@ def test_mcmc_inference_data_without_pyro_runs(C):
     data, messages = C.mcmc_inference_data(chains)
     assert isinstance(data, xr.DataTree) and isinstance(messages, list)
     np.testing.assert_array_equal(data["posterior"]["w"].values, chains["w"])
+
+
+def test_constant_draws_are_explained_not_counted(C):
+    """Points whose log-likelihood is the same in every draw (a confident point's 0.0): k is
+    undefined, the term is exact (the log-likelihood itself), ArviZ's own result holds it too,
+    and no k > 0.7 is counted."""
+    log_lik = _log_lik(9)
+    log_lik[:, :5] = -1e-20  # constant in every draw
+    log_lik[:, 5] = -1e-14 * np.random.default_rng(9).uniform(1, 2, 400)  # within 1e-8 nats
+    result = C.loo(C.inference_data(log_lik, np.zeros(60)))
+    assert result.constant[:6].all() and result.n_constant == 6 and result.n_high_k == 0
+    np.testing.assert_allclose(result.pointwise[:6], log_lik[0, :6], atol=C.CONSTANT_DRAWS)
+    assert np.isfinite(result.pointwise).all() and not result.warning
+    assert float(result.raw.elpd) == pytest.approx(result.elpd)
+    assert any("constant draws, not heavy tails" in m for m in result.messages)
+    assert np.isfinite(C.compare_elpd({"a": result, "b": result})["elpd"]).all()
+
+
+def test_psis_smooth_normalizes_over_the_last_axis(C):
+    rng = np.random.default_rng(10)
+    smoothed, k, _ = C.psis_smooth(rng.normal(0, 0.3, (4, 500)))
+    np.testing.assert_allclose(np.exp(smoothed).sum(-1), 1.0, rtol=1e-12)
+    assert k.shape == (4,) and (k < 0.5).all()
