@@ -91,12 +91,18 @@ class Pair:
 
 
 def _zoo_side(
-    zm: ZooModel, data: Dataset, batch: int, lr: float, elbo: ELBO | None = None
+    zm: ZooModel,
+    data: Dataset,
+    batch: int,
+    lr: float,
+    elbo: ELBO | None = None,
+    validate_every_step: bool = False,
 ) -> tuple[Callable, Callable]:
     """The step :func:`zoo.fit` takes, :meth:`zoo.Trainer.step` (the entry's training defaults
-    at batch ``batch`` and learning rate ``lr``; Pyro's validation as the caller set it), and
-    the zoo's ``-ELBO`` of a given batch at ``beta = 1``.  ``elbo`` replaces the entry's
-    estimator (an ablation)."""
+    at batch ``batch`` and learning rate ``lr``; Pyro's validation as the caller set it, for the
+    run's first steps only, as in ``fit``), and the zoo's ``-ELBO`` of a given batch at
+    ``beta = 1``.  ``elbo`` replaces the entry's estimator, ``validate_every_step`` validates
+    every step as ``fit`` did before issue 19 (ablations)."""
     trainer = Trainer(
         zm,
         data,
@@ -109,6 +115,8 @@ def _zoo_side(
     )
     if elbo is not None:
         trainer.elbo = elbo
+    if validate_every_step:
+        trainer.validated_steps = math.inf
     model, guide = zm.callables()  # without the KL annealing: the ELBO itself
     n = trainer.num_data
 
@@ -408,8 +416,9 @@ def ablation_pair(name: str, data: Dataset, batch: int, lr: float = 1e-3) -> Pai
         elbo = elbo_cls(max_plate_nesting=1) if undone and elbo_cls else None
         if undone and change is not None:
             change(zm)
-        step, loss = _zoo_side(zm, data, batch, lr, elbo)
-        if undone and validate:
+        every = undone and validate
+        step, loss = _zoo_side(zm, data, batch, lr, elbo, validate_every_step=every)
+        if every:
             step = _validated(step)
         sides.append((step, loss))
     return Pair(sides[0][0], sides[1][0], sides[0][1], sides[1][1], data.num_train)
@@ -535,7 +544,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser.add_argument(
         "--validate",
         action="store_true",
-        help="keep Pyro's argument validation on in the zoo's steps (zoo.fit's validate=True)",
+        help="Pyro's argument validation on, where zoo.fit has it by default (validate=True: "
+        "a run's first steps, which the warm-up takes; before issue 19 every step)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")

@@ -47,6 +47,14 @@ def test_the_collapse_check_applies_to_classifiers_reporting_acc_and_sparsity_on
     assert check_collapse(create_model("logreg", data=data), data) is None
 
 
+def test_a_run_with_few_weights_pruned_is_cleared_without_scoring_the_training_set(monkeypatch):
+    # the guide's masks say how much is pruned: under 99 %, no collapse, and no evaluation
+    data = load("digits")
+    zm = create_model("lenet300-normal", data=data, hidden=(16,), seed=0)
+    monkeypatch.setattr(zm, "evaluate", lambda *a, **k: pytest.fail("scored the training set"))
+    assert check_collapse(zm, data) is None
+
+
 def _fit_params(eval_every: int, on_epoch=None) -> list[torch.Tensor]:
     data = load("digits")
     zm = create_model("lenet300-loguniform", data=data, hidden=(16,), seed=0)

@@ -136,7 +136,7 @@ def fingerprint(*tensors: torch.Tensor | None) -> str:
             continue
         t = t.detach().cpu().contiguous()
         digest.update(f"{tuple(t.shape)}{t.dtype}".encode())
-        digest.update(t.numpy().tobytes())
+        digest.update(t.numpy().reshape(-1).view("uint8"))  # the bytes, without a copy
     return digest.hexdigest()
 
 

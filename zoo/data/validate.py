@@ -78,6 +78,11 @@ def _bad_rows(mask: torch.Tensor) -> tuple[int, int]:
 def _check_finite(t: torch.Tensor, name: str) -> None:
     if _is_integer_dtype(t.dtype):
         return
+    # A finite sum proves every value finite (a NaN or inf anywhere makes it NaN or inf), in
+    # one pass without a mask the size of the data: 60000 Fashion-MNIST images took 0.7 s per
+    # fit through the mask.  Otherwise (a bad value, or an overflowing sum) the rows decide.
+    if torch.isfinite(t.sum()):
+        return
     bad = ~torch.isfinite(t.reshape(t.shape[0], -1)).all(dim=1)
     count, first = _bad_rows(bad)
     if count:

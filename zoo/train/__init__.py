@@ -20,8 +20,9 @@ The package: :mod:`zoo.train.config` (:class:`TrainConfig`, :class:`FitResult`,
 :func:`load_checkpoint` and the checks before resuming), :mod:`zoo.train.device`
 (:func:`resolve_device`, :func:`describe_machine`), :mod:`zoo.train.guards`
 (:func:`grads_finite` and the parameters' check after an update), :mod:`zoo.train.rundir` (the
-output folder: its lock, the refusal of a folder holding another run, orphan temporary files)
-and :mod:`zoo.train.trainer` (:class:`Trainer`, :func:`fit`).
+output folder: its lock, the refusal of a folder holding another run, orphan temporary files),
+:mod:`zoo.train.validation` (where Pyro's validation runs: the first steps, evaluation, a
+diverged step) and :mod:`zoo.train.trainer` (:class:`Trainer`, :func:`fit`).
 
 Usage::
 

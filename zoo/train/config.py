@@ -60,12 +60,14 @@ class TrainConfig:
         (0: never); they draw from a random state restored afterwards, so they never change
         the fit.
     :param progress: show a tqdm progress bar.
-    :param validate: ``False`` turns Pyro's argument validation off for the run (its checks of
-        every distribution's arguments, trace shapes and support, at every step: a LeNet-300-100
-        step at batch 100 took 1.52x the hand-written one with them, 1.19x without, in
-        ``benchmarks/results/overhead*``); a divergence then shows
-        as a non-finite loss instead of a distribution refusing its parameters.  ``True``
-        leaves Pyro's global setting (on by default).
+    :param validate: ``True`` runs Pyro's argument validation (its checks of every
+        distribution's arguments, trace shapes and support) where it catches errors: the first
+        steps of the run (:data:`zoo.train.validation.VALIDATED_STEPS`), every evaluation, and
+        a step whose loss or gradient is not finite, computed again so that the error names
+        the distribution that refused its parameters; the other steps skip it (it was more
+        than half of a small net's step, issue 19).  Pyro's global setting still rules (on by
+        default).  ``False`` turns it off for the whole run: a divergence then shows as a
+        non-finite loss instead.
     :param distributed: data-parallel training over the processes ``torchrun`` started
         (:mod:`zoo.distributed`): ``batch_size`` is per rank, each rank seeds ``seed + rank``,
         gradients are averaged by DDP and only rank 0 writes.

@@ -20,7 +20,6 @@ Usage::
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import time
@@ -32,6 +31,7 @@ from typing import Any
 import pandas as pd
 import pyro
 import torch
+from pyro.infer.util import is_validation_enabled
 
 from guides.amortized import reset_average_baseline
 from zoo import distributed as zdist
@@ -39,6 +39,7 @@ from zoo.data import Dataset, as_dataset, fingerprint
 from zoo.elbo import make_elbo
 from zoo.handlers import KLAnnealing
 from zoo.spec import ZooModel, check_compatible, resolve_elbo
+from zoo.train import validation as zval
 from zoo.train.checkpoint import (
     CHECKPOINT_NAME,
     CHECKPOINT_VERSION,
@@ -121,6 +122,8 @@ class Trainer:
     :ivar params: the trained parameters, those of ``zm``.
     :ivar optimizer: Adam over :attr:`params`.
     :ivar scheduler: its learning-rate schedule (``lr_schedule``), stepped once per step.
+    :ivar validated_steps: the steps of this trainer run with Pyro's validation (with
+        ``validate``; :mod:`zoo.train.validation`).
     :ivar steps: optimizer steps taken so far (resumed runs included).
     :ivar steps_per_epoch: steps in one epoch.
     :ivar total_steps: steps in the whole run; :meth:`step` may go on past them.
@@ -188,6 +191,7 @@ class Trainer:
         self._epoch_started = time.perf_counter()
         self._perm_epoch, self._perm = -1, torch.empty(0)
         self._bar: Any = None
+        self._pyro_validates, self.validated_steps = True, zval.VALIDATED_STEPS
         if config.resume and self.checkpoint_path is not None and self.checkpoint_path.exists():
             self.resume()
         self.ddp = None
@@ -329,13 +333,11 @@ class Trainer:
 
     # ---------------------------------------------------------------------------- the step
 
-    def _validation(self) -> contextlib.AbstractContextManager:
-        # A rank whose distribution refused its parameters would leave the others waiting in
-        # the all-reduce: under DDP invalid parameters show as a NaN loss instead, which every
-        # rank sees.
-        if self.ctx is not None or not self.config.validate:
-            return pyro.validation_enabled(False)
-        return contextlib.nullcontext()
+    @property
+    def validates(self) -> bool:
+        """Whether the run validates (:mod:`zoo.train.validation`); never under DDP, where a
+        rank refusing its parameters would leave the others waiting in the all-reduce."""
+        return self.ctx is None and self.config.validate
 
     def permutation(self, epoch: int) -> torch.Tensor:
         """The order of the training examples in ``epoch``, on the device.
@@ -389,14 +391,19 @@ class Trainer:
         except ValueError as exc:
             # With validation on, diverged parameters surface as a distribution refusing
             # them before any loss exists; other ValueErrors are the user's and pass on.
-            if "found invalid values" not in str(exc):
+            what = zval.invalid_values(exc)
+            if what is None:
                 raise
-            what = "a distribution got invalid parameters: " + str(exc).split(":")[0]
             loss = math.nan
         if what is None and not math.isfinite(loss):
             what = f"loss {loss}"
         elif what is None and not grads_finite(self.params):
             what = "a non-finite gradient"
+        if what is not None and self.validates and self._pyro_validates:
+            # a step without validation saw only a number: validated, the same minibatch names
+            # the distribution that refused its parameters, if one does
+            again = (self._model, self._guide, xb, yb)
+            what = zval.diagnose(*again, elbo=self.elbo, n=self.num_data) or what
         if what is not None:
             raise self._diverged(what, self.steps)
         return loss
@@ -444,7 +451,8 @@ class Trainer:
         :returns: the loss per example, ``-ELBO / N`` at the step's ``beta``.
         :raises DivergenceError: at a non-finite loss or gradient, before any update.
         """
-        with self._validation():
+        self._pyro_validates = is_validation_enabled()  # Pyro's own setting, for backward
+        with zval.step_validation(self.validates, len(self.losses), self.validated_steps):
             xb, yb = self.next_batch()
             loss = self.backward(xb, yb)
             self.update()
@@ -463,28 +471,27 @@ class Trainer:
 
         :returns: the epoch's history row.
         """
-        with self._validation():
-            while True:
-                epoch = self.steps // self.steps_per_epoch
-                per_point = self.step()
-                if self._bar is not None:
-                    self._bar.update(1)
-                    if self.steps % 10 == 0 or self.steps == self.total_steps:
-                        self._bar.set_postfix(elbo=f"{-per_point:.4g}", refresh=False)
-                epoch_done = self.steps % self.steps_per_epoch == 0
-                every = self.config.checkpoint_every
-                save = self.checkpoint_path is not None and (
-                    (every is None and epoch_done)
-                    or (every is not None and self.steps % every == 0)
-                    or self.steps == self.total_steps
-                )
-                if save or epoch_done:
-                    self._check_params()
-                row = self._end_epoch(epoch) if epoch_done else None
-                if save:
-                    self.save_checkpoint()
-                if row is not None:
-                    return row
+        while True:
+            epoch = self.steps // self.steps_per_epoch
+            per_point = self.step()
+            if self._bar is not None:
+                self._bar.update(1)
+                if self.steps % 10 == 0 or self.steps == self.total_steps:
+                    self._bar.set_postfix(elbo=f"{-per_point:.4g}", refresh=False)
+            epoch_done = self.steps % self.steps_per_epoch == 0
+            every = self.config.checkpoint_every
+            save = self.checkpoint_path is not None and (
+                (every is None and epoch_done)
+                or (every is not None and self.steps % every == 0)
+                or self.steps == self.total_steps
+            )
+            if save or epoch_done:
+                self._check_params()
+            row = self._end_epoch(epoch) if epoch_done else None
+            if save:
+                self.save_checkpoint()
+            if row is not None:
+                return row
 
     def _end_epoch(self, epoch: int) -> dict[str, float]:
         row = {
@@ -497,11 +504,12 @@ class Trainer:
         }
         every = self.config.eval_every
         if self.is_main and every and ((epoch + 1) % every == 0 or self.steps == self.total_steps):
-            row.update(evaluate_test(self.zm, self.data))
+            with zval.eval_validation(self.validates):
+                row.update(evaluate_test(self.zm, self.data))
         if self.on_epoch is not None:
             self.zm.eval()
             try:
-                with torch.no_grad(), rng_preserved():
+                with torch.no_grad(), rng_preserved(), zval.eval_validation(self.validates):
                     row.update(self.on_epoch(self.zm))
             finally:
                 self.zm.train()
@@ -532,9 +540,8 @@ class Trainer:
         )
         started = time.perf_counter()
         try:
-            with self._validation():
-                while self.steps < self.total_steps:
-                    self.fit_epoch()
+            while self.steps < self.total_steps:
+                self.fit_epoch()
         finally:
             self._bar.close()
             self._bar = None
@@ -542,7 +549,7 @@ class Trainer:
         seconds = time.perf_counter() - started
         collapse = None
         if self.is_main:
-            with rng_preserved():
+            with rng_preserved(), zval.eval_validation(self.validates):
                 collapse = check_collapse(self.zm, self.data, self.config)
         if collapse is not None:
             warnings.warn(collapse, CollapseWarning, stacklevel=3)
