@@ -241,6 +241,7 @@ def compare_models(
         q(theta)``, :func:`~zoo.compare.vi.guide_loo`); ``nan`` with the reason in
         :attr:`ComparisonResult.loo_q` where it is undefined (MC dropout, a log-uniform prior,
         NUTS, whose draws need no correction).
+
     The test split is scored in chunks of draws (a running log-sum-exp), so only the training
     split's ``(S, N_train)`` matrix, which PSIS-LOO needs whole, is held per model.
 
