@@ -42,10 +42,15 @@ _FORCE_HELP = "overwrite a run already in OUT (without it, and without --resume,
 
 
 def _param_docs(cls: type) -> dict[str, str]:
-    """``:param name: text`` entries of a class docstring, whitespace folded."""
-    doc = cls.__doc__ or ""
-    found = re.findall(r":param (\w+):(.*?)(?=\n\s*:param |\n\s*\n|\Z)", doc, flags=re.S)
-    return {name: " ".join(text.split()) for name, text in found}
+    """``:param name: text`` entries of the docstrings of ``cls`` and its bases (a dataclass
+    inherits fields, such as :class:`zoo.models.bnn.WeightConfig`'s), whitespace folded; the
+    class's own text wins."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        doc = klass.__dict__.get("__doc__") or ""
+        found = re.findall(r":param (\w+):(.*?)(?=\n\s*:param |\n\s*\n|\Z)", doc, flags=re.S)
+        docs.update({name: " ".join(text.split()) for name, text in found})
+    return docs
 
 
 def _add_dataclass_flags(

@@ -153,3 +153,12 @@ def test_bnn_train_writes_the_layer_report_and_export_refuses_to_overwrite(tmp_p
     assert "--force" in capsys.readouterr().err
     assert target.read_bytes() == before  # nothing written half-way
     assert main(["export", str(out / "checkpoint.pt"), "--out", str(target), "--force"]) == 0
+
+
+def test_inherited_model_options_have_their_help(capsys):
+    """BNNConfig inherits WeightConfig's fields: their flags carry WeightConfig's :param text."""
+    with pytest.raises(SystemExit):
+        main(["train", "lenet300-loguniform", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--threshold THRESHOLD prune weights with ``log alpha`` above it" in help_text
+    assert "--hidden [HIDDEN ...] hidden widths of ``mlp``" in help_text
