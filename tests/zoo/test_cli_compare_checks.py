@@ -87,6 +87,7 @@ def test_too_many_draws_are_refused_before_training(tmp_path, capsys, monkeypatc
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "needs about" in err and "100 MB available" in err and "--num-samples" in err
+    assert "--nuts-samples" in err  # logreg brings the NUTS reference, whose draws count too
 
 
 def test_saved_runs_are_checked_before_any_draw(tmp_path, capsys, no_training):

@@ -224,7 +224,9 @@ def _check_models(
         y_two = None if zm.spec.observes == "x" else dataset.y_train[:2].to(zm.device)
         check_nuts_model(zm, dataset.x_train[:2].to(zm.device), y_two)
         num_draws[f"{nuts}:nuts"] = NUTS_CHAINS * nuts_samples
-    check_memory(num_draws, dataset.num_train, dataset.num_test, flag="--num-samples")
+    # NUTS's row holds NUTS_CHAINS * --nuts-samples draws: name that flag too where it counts
+    flag = "--num-samples" + (" (and --nuts-samples)" if nuts is not None else "")
+    check_memory(num_draws, dataset.num_train, dataset.num_test, flag=flag)
 
 
 def _build_models(
