@@ -262,7 +262,9 @@ class Trainer:
         self.params = list(self.zm.parameters())
         if not self.params:
             raise ValueError(f"{self.zm.name} has no trainable parameters")
-        self.optimizer = torch.optim.Adam(self.params, lr=self.config.lr)
+        # the compiled step: also the fused (one-kernel) Adam, 0.3 ms instead of 0.9 (LeNet-300)
+        fused = True if self.config.compile else None
+        self.optimizer = torch.optim.Adam(self.params, lr=self.config.lr, fused=fused)
         config, per_epoch = self.config, self.steps_per_epoch
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: config.lr_factor(step / per_epoch)
