@@ -71,6 +71,10 @@ class TrainConfig:
     :param distributed: data-parallel training over the processes ``torchrun`` started
         (:mod:`zoo.distributed`): ``batch_size`` is per rank, each rank seeds ``seed + rank``,
         gradients are averaged by DDP and only rank 0 writes.
+    :param compile: run the loss and its gradients as one graph traced once and compiled by
+        Inductor (:mod:`zoo.train.compiled`); refused, with the reason, for enumeration,
+        score-function estimators, several particles, DDP and data-dependent control flow.
+        Compiled steps skip Pyro's validation (a divergence is still diagnosed eagerly).
     """
 
     num_epochs: int = 10
@@ -95,6 +99,7 @@ class TrainConfig:
     progress: bool = True
     validate: bool = True
     distributed: bool = False
+    compile: bool = False
 
     def __post_init__(self) -> None:
         check_numbers(self)  # nan, inf, 1.5 epochs, True: refused before the checks below

@@ -14,13 +14,16 @@ Usage::
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from zoo.data import Dataset
 from zoo.spec import ZooModel
 from zoo.train.checkpoint import rng_preserved
+from zoo.train.config import DivergenceError
 
-__all__ = ["evaluate_test", "grads_finite", "params_finite"]
+__all__ = ["divergence_error", "evaluate_test", "grads_finite", "params_finite"]
 
 
 def _all_finite(tensors: list[torch.Tensor]) -> bool:
@@ -55,3 +58,27 @@ def evaluate_test(zm: ZooModel, data: Dataset) -> dict[str, float]:
     finally:
         zm.train()
     return {f"test_{k}": float(v) for k, v in metrics.items()}
+
+
+def divergence_error(
+    name: str, what: str, step: int, epoch: int, pos: int, path: Path | None
+) -> DivergenceError:
+    """The error a diverged run stops with: where (``step``, ``epoch``, ``pos`` in the epoch),
+    ``what`` was not finite, and the last good checkpoint at ``path`` if it exists.
+
+    Usage::
+
+        raise divergence_error("logreg", "loss nan", 12, 0, 12, None)
+    """
+    kept = path if path is not None and path.exists() else None
+    note = (
+        f"The last good checkpoint is kept at {path}."
+        if kept is not None
+        else "No checkpoint was written before it."
+    )
+    return DivergenceError(
+        f"{name} diverged at step {step} (epoch {epoch}, batch {pos}): {what}. "
+        f"Training stopped. {note} Try a lower lr, clip_norm or a KL warm-up.",
+        step,
+        kept,
+    )

@@ -53,9 +53,10 @@ from zoo.train.checkpoint import (
     set_rng_state,
 )
 from zoo.train.collapse import CollapseWarning, check_collapse
+from zoo.train.compiled import build_compiled
 from zoo.train.config import DivergenceError, FitResult, TrainConfig
 from zoo.train.device import resolve_device
-from zoo.train.guards import evaluate_test, grads_finite, params_finite
+from zoo.train.guards import divergence_error, evaluate_test, grads_finite, params_finite
 from zoo.train.rundir import claim_for_ranks, write_config
 from zoo.util import local_params
 
@@ -119,6 +120,8 @@ class Trainer:
     :ivar elbo: the Pyro ELBO whose ``loss_and_grads`` each step calls (another one may be
         put in its place, e.g. by a benchmark's ablation; not under DDP, whose wrapper holds
         the first).
+    :ivar compiled: the :class:`~zoo.train.compiled.CompiledStep` each step calls with
+        ``compile=True``, else ``None``.
     :ivar params: the trained parameters, those of ``zm``.
     :ivar optimizer: Adam over :attr:`params`.
     :ivar scheduler: its learning-rate schedule (``lr_schedule``), stepped once per step.
@@ -231,8 +234,9 @@ class Trainer:
 
     def _build_objective(self) -> None:
         config, zm = self.config, self.zm
+        name = resolve_elbo(zm, config)
         self.elbo = make_elbo(
-            resolve_elbo(zm, config),
+            name,
             num_particles=config.num_particles,
             vectorize_particles=config.vectorize_particles,
             max_plate_nesting=zm.spec.max_plate_nesting,
@@ -245,9 +249,12 @@ class Trainer:
             model, guide = self.anneal(model), self.anneal(guide)
         self._model, self._guide = model, guide
         # Lazily created parameters (autoguides) must exist before the optimizer is built.
-        b, y = self.batch_size, self.y_train
+        xb, yb = self.x_train[: self.batch_size], self.y_train
+        yb = None if yb is None else yb[: self.batch_size]
         with torch.no_grad(), pyro.poutine.block():
-            guide(self.x_train[:b], None if y is None else y[:b], num_data=self.num_data)
+            guide(xb, yb, num_data=self.num_data)
+        args = (name, config.num_particles, config.distributed, xb, yb, self.num_data)
+        self.compiled = build_compiled(zm, *args) if config.compile else None
 
     def _build_optimizer(self) -> None:
         hooks = self.zm.spec.hooks
@@ -255,7 +262,9 @@ class Trainer:
         self.params = list(self.zm.parameters())
         if not self.params:
             raise ValueError(f"{self.zm.name} has no trainable parameters")
-        self.optimizer = torch.optim.Adam(self.params, lr=self.config.lr)
+        # the compiled step: also the fused (one-kernel) Adam, 0.3 ms instead of 0.9 (LeNet-300)
+        fused = True if self.config.compile else None
+        self.optimizer = torch.optim.Adam(self.params, lr=self.config.lr, fused=fused)
         config, per_epoch = self.config, self.steps_per_epoch
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: config.lr_factor(step / per_epoch)
@@ -379,7 +388,9 @@ class Trainer:
             with warnings.catch_warnings():
                 # Pyro warns on a NaN loss; the guard below turns it into an error instead.
                 warnings.filterwarnings("ignore", message="Encountered NaN")
-                if self.ddp is None:
+                if self.compiled is not None:  # zoo.train.compiled: one host read, here
+                    loss = self.compiled.loss_and_grads(xb, yb, self.anneal.beta).item()
+                elif self.ddp is None:
                     loss = self.elbo.loss_and_grads(
                         self._model, self._guide, xb, yb, num_data=self.num_data
                     )
@@ -415,19 +426,7 @@ class Trainer:
 
     def _diverged(self, what: str, step: int) -> DivergenceError:
         epoch, pos = divmod(step, self.steps_per_epoch)
-        path = self.checkpoint_path
-        kept = path if path is not None and path.exists() else None
-        note = (
-            f"The last good checkpoint is kept at {path}."
-            if kept is not None
-            else "No checkpoint was written before it."
-        )
-        return DivergenceError(
-            f"{self.zm.name} diverged at step {step} (epoch {epoch}, batch {pos}): {what}. "
-            f"Training stopped. {note} Try a lower lr, clip_norm or a KL warm-up.",
-            step,
-            kept,
-        )
+        return divergence_error(self.zm.name, what, step, epoch, pos, self.checkpoint_path)
 
     def update(self) -> None:
         """Apply the gradients: clip their global norm (``clip_norm``), step the optimizer and
