@@ -10,7 +10,7 @@ Inductor, paid at the first step of each minibatch shape).
 
 Usage::
 
-    python -m benchmarks.compiled_step --threads 1 --reps 9 --steps 20
+    python -m benchmarks.compiled_step --threads 1 --reps 9 --steps 20 --out benchmarks/results
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -53,9 +54,11 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--reps", type=int, default=9)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--data", default="fashion-mnist", help="dataset (default: %(default)s)")
+    parser.add_argument("--out", default=None, help="folder for compiled_step.md (else: print)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    data = load("fashion-mnist")
+    data = load(args.data)
     torch.manual_seed(0)
     pair = sparse_vd_pair("lenet300", data, args.batch)
     zm = create_model("lenet300-loguniform", data=data, guide="sparse-vd", seed=0)
@@ -81,6 +84,10 @@ def main(argv: list[str] | None = None) -> str:
         )
     table = "\n".join(lines) + "\n"
     print(table)
+    if args.out is not None:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "compiled_step.md").write_text(table)
     return table
 
 
