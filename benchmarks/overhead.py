@@ -38,8 +38,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import copy
-import itertools
 import math
 import statistics
 import time
@@ -52,24 +50,19 @@ import pandas as pd
 import pyro
 import pyro.distributions as dist
 import torch
-import torch.nn.functional as F
 from pyro.infer import ELBO, TraceMeanField_ELBO
 from torch import nn
 
 from benchmarks.common import header, load_data, markdown_table, torch_threads, write_results
+from benchmarks.overhead_compiled import PairSpec, compiled_row, report
+from benchmarks.overhead_refs import LOG_SIGMA2_MIN, PPCA, VAE, HardAttention, SparseVDNet
 from zoo import create_model
 from zoo.data import Dataset
-from zoo.models.bnn import build_net
-from zoo.priors import LOG_ALPHA_EPS, sparse_vd_kl
 from zoo.spec import ZooModel
 from zoo.train import Trainer, grads_finite, resolve_device
 from zoo.util import local_params
 
 __all__ = ["ENTRIES", "MISSING", "Pair", "main", "time_pair"]
-
-#: LeNet's KL clips log alpha to [-8, 8] and floors log sigma^2 at -30 (zoo.priors, guides).
-LOG_ALPHA_CLIP, LOG_SIGMA2_MIN, VAR_EPS = (-8.0, 8.0), -30.0, 1e-8
-_LOG_2PI = math.log(2 * math.pi)
 
 
 @dataclass
@@ -81,6 +74,8 @@ class Pair:
     :ivar zoo_loss: ``-ELBO`` of the zoo on ``(x, y)`` at the current parameters (draws noise).
     :ivar ref_loss: the same for the reference (draws the same noise in the same order).
     :ivar num_data: ``N``, the training-set size the plate stands for.
+    :ivar spec: what the compiled columns (:mod:`benchmarks.overhead_compiled`) rebuild both
+        sides from, fresh from the same initial parameters; ``None`` for the ablations.
     """
 
     zoo_step: Callable[[], object]
@@ -88,6 +83,7 @@ class Pair:
     zoo_loss: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
     ref_loss: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
     num_data: int
+    spec: PairSpec | None = None
 
 
 def _zoo_side(
@@ -163,206 +159,62 @@ def _create(name: str, data: Dataset, **kwargs) -> ZooModel:
 
 
 def _pair(
-    zm: ZooModel,
+    make: Callable[[], ZooModel],
     reference: Callable[[ZooModel], nn.Module],
     data: Dataset,
     batch: int,
     lr: float,
     transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> Pair:
-    """The zoo's step for ``zm`` and the step of ``reference(zm)``, a plain module built from
-    ``zm``'s initial parameters with a ``neg_elbo(x, y, num_data)`` method."""
+    """The zoo's step for ``zm = make()`` and the step of ``reference(zm)``, a plain module
+    built from ``zm``'s initial parameters with a ``neg_elbo(x, y, num_data)`` method."""
+    zm = make()
+    spec = PairSpec(make, reference, batch, lr, transform)
     zoo_step, zoo_loss = _zoo_side(zm, data, batch, lr)
     ref = reference(zm).to(data.device)
     n = data.num_train
     neg_elbo = partial(ref.neg_elbo, num_data=n)
     ref_step = _ref_side(ref, neg_elbo, data, batch, lr, transform)
-    return Pair(zoo_step, ref_step, zoo_loss, neg_elbo, n)
+    return Pair(zoo_step, ref_step, zoo_loss, neg_elbo, n, spec)
 
 
 # ---------------------------------------------------------------------------------------------
 # Sparse VD (Molchanov et al. 2017, eq. 14 and sec. 4.2) with the LRT (Kingma et al. 2015)
 
 
-class _SparseVDNet(nn.Module):
-    """The architecture of ``build_net`` with every Linear/Conv2d replaced by its LRT form:
-    ``b = x W^T + bias + sqrt(x^2 sigma^2 + 1e-8) eps``, ``sigma^2 = exp(max(log sigma^2, -30))``.
-    """
-
-    def __init__(self, zm: ZooModel) -> None:
-        super().__init__()
-        self.net = build_net(zm.config, zm.info)
-        layers = [m for m in self.net.modules() if isinstance(m, nn.Linear | nn.Conv2d)]
-        state = zm.model.net.state_dict()
-        self.theta = nn.ParameterList()
-        self.log_sigma2 = nn.ParameterList()
-        self.bias = nn.ParameterList()
-        for i, (m, site) in enumerate(zip(layers, zm.guide.sites, strict=True)):
-            self.theta.append(nn.Parameter(site.theta.detach().clone()))
-            self.log_sigma2.append(nn.Parameter(site.log_sigma2.detach().clone()))
-            prefix = site.site.removeprefix("net.").removesuffix(".weight")
-            self.bias.append(nn.Parameter(state[prefix + ".bias"].detach().clone()))
-            m.forward = partial(self._lrt, i, m)  # this private copy is never used plainly
-            del m.weight, m.bias
-
-    def _lrt(self, i: int, m: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        var_w = self.log_sigma2[i].clamp(min=LOG_SIGMA2_MIN).exp()
-        if isinstance(m, nn.Linear):
-            mean = F.linear(x, self.theta[i], self.bias[i])
-            var = F.linear(x * x, var_w)
-        else:
-            mean = F.conv2d(x, self.theta[i], self.bias[i], m.stride, m.padding)
-            var = F.conv2d(x * x, var_w, None, m.stride, m.padding)
-        return mean + (var + VAR_EPS).sqrt() * torch.randn_like(mean)
-
-    def kl(self) -> torch.Tensor:
-        total = 0.0
-        for t, s in zip(self.theta, self.log_sigma2, strict=True):
-            log_alpha = s.clamp(min=LOG_SIGMA2_MIN) - (t * t + LOG_ALPHA_EPS).log()
-            total = total + sparse_vd_kl(log_alpha.clamp(*LOG_ALPHA_CLIP)).sum()
-        return total
-
-    def neg_elbo(self, x: torch.Tensor, y: torch.Tensor, num_data: int) -> torch.Tensor:
-        nll = F.cross_entropy(self.net(x), y, reduction="sum")
-        return num_data / x.shape[0] * nll + self.kl()
-
-
 def sparse_vd_pair(net: str, data: Dataset, batch: int, lr: float = 1e-3) -> Pair:
     """SparseVD on ``lenet300`` or ``lenet5`` (the ``<net>-loguniform`` entry, ``sparse-vd``)."""
-    zm = _create(f"{net}-loguniform", data, guide="sparse-vd")
-    return _pair(zm, _SparseVDNet, data, batch, lr)
+    make = partial(_create, f"{net}-loguniform", data, guide="sparse-vd")
+    return _pair(make, SparseVDNet, data, batch, lr)
 
 
 # ---------------------------------------------------------------------------------------------
 # VAE (Kingma & Welling 2014): Bernoulli decoder, Gaussian encoder, one reparameterized sample
 
 
-def _normal_logpdf(z: torch.Tensor, loc: torch.Tensor | float, scale: torch.Tensor | float):
-    return -0.5 * ((z - loc) / scale) ** 2 - torch.log(torch.as_tensor(scale)) - 0.5 * _LOG_2PI
-
-
-class _VAE(nn.Module):
-    """``q(z|x) = N(mu(x), (softplus(r(x)) + floor)^2)``, ``p(z) = N(0, I)``,
-    ``p(x|z) = Bernoulli(logits = f(z))``; ``-ELBO = -(N/B) sum_i [log p(x_i|z_i) + log p(z_i)
-    - log q(z_i|x_i)]`` with ``z_i = mu + sigma eps``."""
-
-    def __init__(self, zm: ZooModel) -> None:
-        super().__init__()
-        cfg = zm.config
-        if (cfg.arch, cfg.activation, cfg.likelihood, cfg.estimator) != (
-            "mlp",
-            "relu",
-            "bernoulli",
-            "reparam",
-        ):
-            raise ValueError("the reference is the MLP, ReLU, Bernoulli, reparameterized VAE")
-        d, k, hidden = zm.model.input_dim, cfg.latent_dim, cfg.hidden
-
-        def mlp(widths: list[int]) -> nn.Sequential:
-            layers: list[nn.Module] = []
-            for a, b in itertools.pairwise(widths):
-                layers += [nn.Linear(a, b), nn.ReLU()]
-            return nn.Sequential(*layers[:-1])
-
-        self.min_scale = zm.guide.min_scale  # the encoder's floor (encoder_min_scale)
-        self.encoder = mlp([d, *hidden, 2 * k])
-        self.decoder = mlp([k, *reversed(hidden), d])
-        # the zoo's initial parameters (same layer layout: Linear, ReLU, ..., Linear)
-        self.encoder.load_state_dict(zm.guide.net.state_dict())
-        self.decoder.load_state_dict(zm.model.decoder.state_dict())
-
-    def neg_elbo(self, x: torch.Tensor, y: torch.Tensor | None, num_data: int) -> torch.Tensor:
-        flat = x.reshape(x.shape[0], -1)
-        loc, raw = self.encoder(flat).chunk(2, dim=-1)
-        scale = F.softplus(raw) + self.min_scale
-        z = loc + scale * torch.randn_like(loc)
-        logits = self.decoder(z)
-        log_lik = -F.binary_cross_entropy_with_logits(logits, flat, reduction="sum")
-        log_prior = _normal_logpdf(z, 0.0, 1.0).sum()
-        log_q = _normal_logpdf(z, loc, scale).sum()
-        return -num_data / x.shape[0] * (log_lik + log_prior - log_q)
-
-
 def vae_pair(data: Dataset, batch: int, lr: float = 1e-3) -> Pair:
     """The ``vae-fashion`` entry (MLP 784-400-50, ReLU, Bernoulli, dynamic binarization)."""
-    zm = _create("vae-fashion", data)
+    make = partial(_create, "vae-fashion", data)
     # dynamic binarization, as the zoo's batch transform does (after its [0, 1] check)
-    return _pair(zm, _VAE, data, batch, lr, transform=torch.bernoulli)
+    return _pair(make, VAE, data, batch, lr, transform=torch.bernoulli)
 
 
 # ---------------------------------------------------------------------------------------------
 # PPCA (Tipping & Bishop 1999): x = W z + mu + sigma e; the guide is the exact p(z | x)
 
 
-class _PPCA(nn.Module):
-    """``M = W^T W + sigma^2 I``, ``q(z|x) = N(M^-1 W^T (x - mu), sigma^2 M^-1)``;
-    ``-ELBO = -(N/B) sum_i [log N(x_i; W z_i + mu, sigma^2 I) + log N(z_i; 0, I)
-    - log q(z_i | x_i)]``, ``z_i = m_i + L eps_i`` with ``L L^T = sigma^2 M^-1``."""
-
-    def __init__(self, zm: ZooModel) -> None:
-        super().__init__()
-        self.W = nn.Parameter(zm.model.W.detach().clone())
-        self.mu = nn.Parameter(zm.model.mu.detach().clone())
-        # Pyro's positive constraint is exp of an unconstrained value
-        self.log_sigma = nn.Parameter(zm.model.sigma.detach().log().clone())
-
-    def neg_elbo(self, x: torch.Tensor, y: torch.Tensor | None, num_data: int) -> torch.Tensor:
-        x = x.reshape(x.shape[0], -1)
-        d, k = self.W.shape
-        sigma = self.log_sigma.exp()
-        M = self.W.T @ self.W + sigma**2 * torch.eye(k, dtype=x.dtype, device=x.device)
-        M_inv = torch.cholesky_inverse(torch.linalg.cholesky(M))
-        loc = (x - self.mu) @ self.W @ M_inv
-        L = sigma * torch.linalg.cholesky(M_inv)
-        eps = torch.randn_like(loc)
-        z = loc + eps @ L.T
-        resid = x - z @ self.W.T - self.mu
-        log_lik = -0.5 * (resid / sigma).square().sum(-1) - d * (sigma.log() + 0.5 * _LOG_2PI)
-        log_prior = -0.5 * z.square().sum(-1) - 0.5 * k * _LOG_2PI
-        # log q(z|x): z - loc = L eps, so the quadratic form is |eps|^2
-        log_q = -0.5 * eps.square().sum(-1) - L.diagonal().log().sum() - 0.5 * k * _LOG_2PI
-        return -num_data / x.shape[0] * (log_lik + log_prior - log_q).sum()
-
-
 def ppca_pair(data: Dataset, batch: int, lr: float = 0.1) -> Pair:
     """The ``ppca`` entry (latent 2) with its exact-posterior guide, Trace_ELBO."""
-    zm = _create("ppca", data)
-    return _pair(zm, _PPCA, data, batch, lr)
+    return _pair(partial(_create, "ppca", data), PPCA, data, batch, lr)
 
 
 # ---------------------------------------------------------------------------------------------
 # Hard attention, the tile enumerated (Xu et al. 2015's hard attention, summed exactly)
 
 
-class _HardAttention(nn.Module):
-    """``h_k = f(tile_k)``, ``p(s | x) = softmax_k a(h_k)``, ``p(y | x, s) = softmax(W h_s + c)``;
-    ``-ELBO = -(N/B) sum_i log sum_k p(s = k | x_i) p(y_i | x_i, s = k)``, the marginal
-    likelihood that ``TraceEnum_ELBO`` computes by enumerating ``s``."""
-
-    def __init__(self, zm: ZooModel) -> None:
-        super().__init__()
-        model = zm.model
-        self.grid = model.grid
-        # plain copies of the zoo's sub-networks, with its initial parameters
-        self.encoder = copy.deepcopy(model.encoder)
-        self.attention = copy.deepcopy(model.attention)
-        self.classifier = copy.deepcopy(model.classifier)
-
-    def neg_elbo(self, x: torch.Tensor, y: torch.Tensor, num_data: int) -> torch.Tensor:
-        b, _, side, _ = x.shape
-        t = side // self.grid
-        tiles = x.reshape(b, self.grid, t, self.grid, t).permute(0, 1, 3, 2, 4)
-        h = self.encoder(tiles.reshape(b, self.grid**2, t * t))  # (B, K, F)
-        log_att = self.attention(h).squeeze(-1).log_softmax(-1)  # (B, K)
-        log_lik = self.classifier(h).log_softmax(-1)  # (B, K, C)
-        log_lik = log_lik.gather(-1, y[:, None, None].expand(-1, h.shape[1], 1)).squeeze(-1)
-        return -num_data / b * (log_att + log_lik).logsumexp(-1).sum()
-
-
 def attention_pair(data: Dataset, batch: int, lr: float = 1e-3) -> Pair:
     """The ``attention-enum`` entry (3 x 3 cluttered digit tiles) with ``TraceEnum_ELBO``."""
-    zm = _create("attention-enum", data)
-    return _pair(zm, _HardAttention, data, batch, lr)
+    return _pair(partial(_create, "attention-enum", data), HardAttention, data, batch, lr)
 
 
 #: name -> (builder(data, batch) -> Pair, default dataset).
@@ -528,6 +380,15 @@ def run_entry(name: str, data: Dataset, batch: int, device: torch.device, args) 
     }
 
 
+def run_compiled(name: str, data: Dataset, batch: int, device: torch.device, args) -> dict:
+    """The compiled columns of entry ``name``: :func:`~benchmarks.overhead_compiled.compiled_row`
+    on the entry's pair at batch ``batch``."""
+    builder, _ = ENTRIES[name]
+    torch.manual_seed(args.seed)
+    pair = builder(data, batch)
+    return compiled_row(name, pair.spec, pair.ref_step, data, device, args.reps, args.steps)
+
+
 @local_params()
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     """Time every entry at every batch size; write ``overhead.csv``/``.md``."""
@@ -549,20 +410,30 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--out", default="benchmarks/results/overhead")
+    parser.add_argument(
+        "--out", default=None, help="default: benchmarks/results/overhead (-compiled)"
+    )
     parser.add_argument("--note", default="", help="a line for the report (e.g. machine load)")
     parser.add_argument(
         "--ablation",
         action="store_true",
         help="instead: undo each speed-up in turn on SparseVD LeNet-300-100 (ablation.csv/.md)",
     )
+    parser.add_argument(
+        "--compiled",
+        action="store_true",
+        help="instead: the compiled columns (compile=True against torch.compile of the "
+        "hand-written step, and against the eager one; overhead-compiled.csv/.md)",
+    )
     args = parser.parse_args(argv)
     if args.reps < 1 or args.steps < 1:
         parser.error("--reps and --steps must be at least 1")
+    if args.out is None:
+        args.out = "benchmarks/results/overhead" + ("-compiled" if args.compiled else "")
     devices = args.devices or ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
     if args.ablation:
         return _ablation(args, argv, devices)
-    rows = []
+    rows, run = [], run_compiled if args.compiled else run_entry
     with torch_threads(args.threads), pyro.validation_enabled(args.validate):
         for device_name in devices:
             device = resolve_device(device_name)
@@ -573,10 +444,13 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                     loaded[source] = load_data(source, args.data_dir, device, args.train_subset)
                 for batch in args.batch_sizes:
                     batch = min(batch, loaded[source].num_train)
-                    rows.append(run_entry(name, loaded[source], batch, device, args))
-                    print(f"{name} {device.type} B={batch}: ratio {rows[-1]['ratio']:.3f}")
+                    rows.append(run(name, loaded[source], batch, device, args))
+                    print(f"{name} {device.type} B={batch}: {rows[-1]}", flush=True)
     table = pd.DataFrame(rows)
-    _report(table, args, argv, devices)
+    if args.compiled:
+        print(report(table, args.out, argv, args.reps, args.steps, args.note))
+    else:
+        _report(table, args, argv, devices)
     return table
 
 

@@ -117,3 +117,19 @@ def test_each_undone_speed_up_computes_the_same_elbo(name, datasets):
         with torch.no_grad(), pyro.validation_enabled(validate):
             losses.append(fn(x, y).item())
     assert losses[0] == pytest.approx(losses[1], rel=1e-6)
+
+
+def test_compiled_smoke_run_writes_its_table_and_the_refusal(tmp_path):
+    # tiny: PPCA compiles on both sides (about 20 s); hard attention is refused, with the reason
+    argv = ["--compiled", "--models", "ppca", "hard-attention", "--batch-sizes", "16"]
+    argv += ["--reps", "2", "--steps", "1", "--train-subset", "200", "--devices", "cpu"]
+    table = overhead.main([*argv, "--out", str(tmp_path)])
+    ppca, attention = table.iloc[0], table.iloc[1]
+    assert ppca["refused"] == "" and ppca["zoo_compile_s"] > 0 and ppca["ref_compile_s"] > 0
+    for column in ("zoo_compiled_ms", "ref_compiled_ms", "ref_eager_ms"):
+        assert ppca[column] > 0
+    assert ppca["rc_min"] <= ppca["zoo/ref_compiled"] <= ppca["rc_max"]
+    assert "enumeration" in attention["refused"]
+    md = (tmp_path / "overhead-compiled.md").read_text()
+    assert "python -m benchmarks.overhead --compiled" in md and "REFUSED: hard-attention" in md
+    assert "(target <= 1.10)" in md and len(pd.read_csv(tmp_path / "overhead-compiled.csv")) == 2
