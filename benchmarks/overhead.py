@@ -33,6 +33,11 @@ Usage::
 
     python -m benchmarks.overhead --threads 1                    # CPU (and CUDA if present)
     python -m benchmarks.overhead --models ppca vae --batch-sizes 100 --reps 5
+    python -m benchmarks.overhead --compiled --threads 1   # compile=True columns (slow: compiles)
+
+``--compiled`` times ``Trainer(..., compile=True)`` against ``torch.compile`` of the
+hand-written step and against the eager one (:mod:`benchmarks.overhead_compiled`); the
+hand-written references are in :mod:`benchmarks.overhead_refs`.
 """
 
 from __future__ import annotations
