@@ -239,23 +239,7 @@ def _cmd_train(argv: list[str]) -> int:
             parser.error("--data is required for a user's net (a dataset name or a file)")
         model_cfg = {k: vars(args)[k] for k in model_fields if vars(args)[k] is not None}
         model_cfg["layers"] = list(model_cfg.get("layers") or ()) or None
-        values = vars(args)
-        train_cfg = TrainConfig(
-            **{k: values[k] for k in train_fields},
-            out_dir=args.out,
-            resume=args.resume,
-            force=args.force,
-        )
-        return jobs.train_job(
-            name,
-            args.guide,
-            args.data,
-            args.data_dir,
-            model_cfg,
-            train_cfg,
-            plots=not args.no_plots,
-            data_options=_data_options(args),
-        )
+        return _train(name, args, model_cfg, train_fields)
     parser, model_fields, train_fields = _train_parser(name)
     args = parser.parse_args(argv[1:])
     spec = get_spec(name)
@@ -266,6 +250,13 @@ def _cmd_train(argv: list[str]) -> int:
         config = config_from_dict(spec.config, model_cfg)
         parser.set_defaults(**spec.training_defaults(config))
         args = parser.parse_args(argv[1:])
+    return _train(name, args, model_cfg, train_fields)
+
+
+def _train(
+    name: str, args: argparse.Namespace, model_cfg: dict[str, Any], train_fields: list[str]
+) -> int:
+    """The training run that ``zoo train NAME`` (a registry entry or a user's net) parsed."""
     values = vars(args)
     train_cfg = TrainConfig(
         **{k: values[k] for k in train_fields},

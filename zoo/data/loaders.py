@@ -189,15 +189,7 @@ def load_fashion_mnist(*, data_dir: str | os.PathLike[str] | None, device: torch
 
 def load_mnist(*, data_dir: str | os.PathLike[str] | None, device: torch.device) -> Parts:
     """MNIST's 60000 + 10000 images, read from the IDX files found by
-    :func:`~zoo.data.files.find_idx_files`.
-
-    Files of the same layout but another shape are read too: ``(N, H, W)`` images of any size
-    become ``(N, 1, H, W)``, an ``(N, D)`` array ``(N, D)`` vectors; unsigned bytes are scaled
-    to ``[0, 1]``, other types kept as they are.
-
-    :raises FileNotFoundError: when no folder holds the four files.
-    :raises IDXFormatError: for inputs of another dimension, train and test inputs of different
-        shapes, or labels outside 0..9.
-    """
+    :func:`~zoo.data.files.find_idx_files`, by the same rules (other shapes, scaling, errors)
+    as :func:`load_fashion_mnist`."""
     parts = _load_idx_dataset("mnist", data_dir, device)
     return (*parts, {"class_names": list(_DIGIT_NAMES)})
