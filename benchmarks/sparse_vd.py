@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -83,6 +84,7 @@ def train_dense(
     progress: bool,
     model: nn.Module | None = None,
     on_epoch: Callable[[int, nn.Module], None] | None = None,
+    checkpoint: Path | None = None,
 ) -> dict:
     """The dense baseline in plain PyTorch; returns the model, its test error and step time.
 
@@ -90,6 +92,9 @@ def train_dense(
         dropout layers), initialized by the caller; ``seed`` then only seeds the batch order.
     :param on_epoch: ``(epoch, model)`` after every epoch (1-based), with the model in eval mode
         and gradients off; its time is not counted in ``seconds``.
+    :param checkpoint: a file written (atomically) at the end of every epoch and, when it
+        exists, resumed from: model, Adam, scheduler, the batch-order generator, the epoch and
+        the seconds so far, so that a run cut off continues where it stopped.
     """
     from tqdm.auto import tqdm
 
@@ -106,10 +111,13 @@ def train_dense(
         optimizer, lambda step: config.lr_factor(step / steps)
     )
     gen = torch.Generator().manual_seed(seed)
+    meta = {"net": net, "epochs": config.num_epochs, "batch": batch, "seed": seed, "n": n}
+    first, before = _load_dense(checkpoint, meta, model, optimizer, scheduler, gen)
     started = time.perf_counter()
     hook_seconds = 0.0
-    with tqdm(total=steps * config.num_epochs, desc=f"{net} dense", disable=not progress) as bar:
-        for epoch in range(config.num_epochs):
+    total = steps * config.num_epochs
+    with tqdm(total=total, initial=first * steps, desc=f"{net} dense", disable=not progress) as bar:
+        for epoch in range(first, config.num_epochs):
             perm = torch.randperm(n, generator=gen).to(data.device)
             for pos in range(steps):
                 idx = perm[pos * batch : (pos + 1) * batch]
@@ -125,13 +133,54 @@ def train_dense(
                     on_epoch(epoch + 1, model.eval())
                 model.train()
                 hook_seconds += time.perf_counter() - hook_started
-    seconds = time.perf_counter() - started - hook_seconds
+            if checkpoint is not None:
+                so_far = before + time.perf_counter() - started - hook_seconds
+                state = {"meta": meta, "epoch": epoch + 1, "seconds": so_far}
+                _save_dense(checkpoint, state, model, optimizer, scheduler, gen)
+    seconds = before + time.perf_counter() - started - hook_seconds
     return {
         "model": model.eval(),
         "error": _error(model, data),
         "seconds": seconds,
         "ms_per_step": 1000 * seconds / (steps * config.num_epochs),
     }
+
+
+def _save_dense(path: Path, state: dict, model, optimizer, scheduler, gen) -> None:
+    state = {
+        **state,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "generator": gen.get_state(),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # a run killed while writing keeps the previous epoch's file
+
+
+def _load_dense(
+    path: Path | None, meta: dict, model, optimizer, scheduler, gen
+) -> tuple[int, float]:
+    """The epoch to start from and the seconds already spent (0, 0.0 without a checkpoint).
+
+    :raises ValueError: when the checkpoint belongs to another recipe (net, epochs, batch,
+        seed or training-set size): its lr schedule would not be this run's.
+    """
+    if path is None or not path.is_file():
+        return 0, 0.0
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state["meta"] != meta:
+        raise ValueError(
+            f"{path} holds a dense run of another recipe ({state['meta']}, this run: {meta}); "
+            "remove it or pass the same flags"
+        )
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    gen.set_state(state["generator"])
+    return int(state["epoch"]), float(state["seconds"])
 
 
 @torch.no_grad()
@@ -158,9 +207,15 @@ def speed(net: str, data, batch_size: int, rounds: int = 5, steps: int = 20) -> 
 
 
 def train_sparse_vd(net: str, data, recipe: dict, args, dense: nn.Module | None, out: Path):
-    """SparseVD through the zoo; returns the fitted model and its fit result."""
+    """SparseVD through the zoo; returns the fitted model and its fit result.
+
+    With ``args.resume`` a run whose ``out/runs/<net>/checkpoint.pt`` exists continues from it
+    (a finished one is only loaded); otherwise the folder's run is replaced.
+    """
     zm = create_model(_entry(net), data=data, guide="sparse-vd", seed=args.seed)
-    if dense is not None:
+    run_dir = out / "runs" / net
+    resume = args.resume and (run_dir / "checkpoint.pt").is_file()
+    if dense is not None and not resume:
         # Warm start: the guide's means and the model's biases from the dense baseline.
         state = dense.state_dict()
         with torch.no_grad():
@@ -174,8 +229,10 @@ def train_sparse_vd(net: str, data, recipe: dict, args, dense: nn.Module | None,
         seed=args.seed,
         progress=args.progress,
         eval_every=args.eval_every,
-        out_dir=str(out / "runs" / net),
-        force=True,  # a rerun of the benchmark replaces its runs, as it does its tables
+        out_dir=str(run_dir),
+        # a rerun of the benchmark replaces its runs, as it does its tables, unless resumed
+        resume=resume,
+        force=not resume,
     )
     result = fit(zm, data, config=config)
     return zm, result
@@ -206,6 +263,18 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         help="only time a training step against the hand-written PyTorch loop",
     )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the runs under OUT/runs from their checkpoints (written every epoch)",
+    )
+    parser.add_argument(
+        "--only",
+        choices=("dense", "sparse-vd"),
+        default=None,
+        help="train only this side (e.g. in two processes) and write no table; a later "
+        "--resume run of both finds them finished and writes the table",
+    )
     args = parser.parse_args(argv)
     if args.num_epochs < 1:
         parser.error("--num-epochs must be at least 1")
@@ -223,17 +292,32 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> pd.DataFrame:
     rows, reports = [], []
     for net in args.nets:
         dense_recipe = paper_recipe(net, args.dense_epochs or args.num_epochs, args.batch_size)
-        dense = train_dense(net, data, dense_recipe, args.seed, args.progress)
+        if args.only == "sparse-vd" and args.warm_start:
+            raise SystemExit("--warm-start needs the dense run: not with --only sparse-vd")
+        dense = None
+        if args.only != "sparse-vd":
+            checkpoint = out / "runs" / f"{net}-dense" / "checkpoint.pt"
+            if not args.resume:
+                checkpoint.unlink(missing_ok=True)  # a rerun replaces it, as fit's force does
+            dense = train_dense(
+                net, data, dense_recipe, args.seed, args.progress, checkpoint=checkpoint
+            )
+        if args.only == "dense":
+            continue
         recipe = paper_recipe(net, args.num_epochs, args.batch_size)
         zm, result = train_sparse_vd(
             net, data, recipe, args, dense["model"] if args.warm_start else None, out
         )
+        if args.only == "sparse-vd":
+            continue
         pruned = export_pruned(zm)
         report = layer_report(zm)
         reports.append(report.assign(net=net))
         plot(zm, data, out / f"sparse_vd_{net}_masks")
         layers = report.iloc[:-1]
-        zoo_ms = 1000 * result.seconds / result.steps
+        # every epoch's training seconds, those of earlier (resumed) invocations included
+        zoo_seconds = float(result.history["seconds"].sum())
+        zoo_ms = 1000 * zoo_seconds / result.steps
         common = {"net": net, "data": args.data}
         rows.append(
             {
@@ -256,9 +340,12 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> pd.DataFrame:
                 "sparsity_per_layer_%": " / ".join(f"{s:.1f}" for s in layers["sparsity_%"]),
                 "compression": float(report.iloc[-1]["compression"]),
                 "ms_per_step": zoo_ms,
-                "seconds": result.seconds,
+                "seconds": zoo_seconds,
             }
         )
+    if args.only is not None:
+        print(f"trained {args.only} for {', '.join(args.nets)}; no table (--only)")
+        return pd.DataFrame(rows)
     table = pd.DataFrame(rows)
     md = header(
         "Sparse variational dropout (Molchanov et al. 2017, Table 1)",

@@ -64,3 +64,43 @@ def test_verdicts_name_each_target_and_the_miss():
         "- lenet5: compression 47.3x: MISSED by 52.7x (target 100x); error 8.50% vs dense "
         "8.00% (+0.50 points): met (<= +1.00)"
     )
+
+
+class _Cut(Exception):
+    """Stands in for a run killed after an epoch's checkpoint."""
+
+
+def test_dense_baseline_cut_off_and_resumed_equals_the_uninterrupted_run(tmp_path):
+    import torch
+
+    from benchmarks.common import load_data
+
+    data = load_data("digits", None, torch.device("cpu"), 300)
+    recipe = sparse_vd.paper_recipe("lenet300", 3, 100)
+    whole = sparse_vd.train_dense("lenet300", data, recipe, 0, False)["model"]
+
+    def cut_in_epoch_2(epoch, model):
+        if epoch == 2:  # the hook runs before the epoch's checkpoint: epoch 1's is on disk
+            raise _Cut
+
+    ckpt = tmp_path / "dense" / "checkpoint.pt"
+    with pytest.raises(_Cut):
+        sparse_vd.train_dense("lenet300", data, recipe, 0, False, None, cut_in_epoch_2, ckpt)
+    resumed = sparse_vd.train_dense("lenet300", data, recipe, 0, False, checkpoint=ckpt)
+    for (name, a), b in zip(whole.state_dict().items(), resumed["model"].state_dict().values()):
+        assert torch.equal(a, b), name  # bit-identical: same Adam, lr schedule and batch order
+    # a checkpoint of another recipe is refused, not silently continued
+    with pytest.raises(ValueError, match="another recipe"):
+        other = sparse_vd.paper_recipe("lenet300", 4, 100)
+        sparse_vd.train_dense("lenet300", data, other, 0, False, checkpoint=ckpt)
+
+
+def test_only_sides_then_resume_writes_the_table(tmp_path):
+    common = ["--nets", "lenet300", "--data", "digits", "--num-epochs", "1"]
+    common += ["--train-subset", "200", "--no-progress", "--out", str(tmp_path)]
+    assert sparse_vd.main([*common, "--only", "dense"]).empty
+    assert sparse_vd.main([*common, "--only", "sparse-vd"]).empty
+    assert not (tmp_path / "sparse_vd.md").exists()
+    table = sparse_vd.main([*common, "--resume"])  # both finished: loaded, not retrained
+    assert list(table["method"]) == ["dense (PyTorch)", "SparseVD"]
+    assert (table["seconds"] > 0).all()  # the earlier invocations' training time, kept
