@@ -4,9 +4,12 @@ Per entry and batch size, three sides from the same initial parameters, one Adam
 
 * **compiled zoo**: :meth:`zoo.Trainer.step` of ``Trainer(..., compile=True)``
   (:mod:`zoo.train.compiled`: the loss and its gradients traced once and compiled with
-  Inductor; the trainer's fused Adam, KL annealing, guard and scheduler eager);
+  Inductor; the trainer's fused Adam, KL annealing, guard and scheduler eager); on a CUDA
+  device also ``cuda_graphs=True`` (:mod:`zoo.train.graphs`: the traced graph captured and
+  replayed);
 * **compiled hand-written**: the reference's ``neg_elbo`` (:mod:`benchmarks.overhead_refs`)
-  under ``torch.compile`` (Inductor; the backward compiled by AOTAutograd), then
+  under ``torch.compile(..., dynamic=False)`` (Inductor, a static graph per batch size as
+  the zoo's; the backward compiled by AOTAutograd), then
   ``.backward()``, the same finite loss and gradient guard and PyTorch's fused Adam, eager:
   the zoo side's structure (compiled loss and gradients, eager fused update);
 * **eager hand-written**: :mod:`benchmarks.overhead`'s reference step as the default table
@@ -90,7 +93,9 @@ def compiled_ref_step(spec: PairSpec, data: Dataset) -> Callable[[], object]:
     module = spec.reference(spec.make()).to(data.device)
     params = list(module.parameters())
     optimizer = torch.optim.Adam(params, lr=spec.lr, fused=True)
-    loss_fn = torch.compile(module.neg_elbo)
+    # dynamic=False: Dynamo caches by code object, so the batch-1024 row would otherwise
+    # recompile the batch-100 graph with a dynamic batch dimension (the zoo's are static)
+    loss_fn = torch.compile(module.neg_elbo, dynamic=False)
     n, batch, labelled = data.num_train, spec.batch, data.y_train is not None
 
     def step() -> None:
@@ -169,6 +174,7 @@ def compiled_row(
             progress=False,
             eval_every=0,
             compile=True,
+            cuda_graphs=device.type == "cuda",
         )
     except CompileError as exc:
         return {**row, "refused": str(exc)}

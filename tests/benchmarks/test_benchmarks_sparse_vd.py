@@ -87,8 +87,11 @@ def test_dense_baseline_cut_off_and_resumed_equals_the_uninterrupted_run(tmp_pat
     with pytest.raises(_Cut):
         sparse_vd.train_dense("lenet300", data, recipe, 0, False, None, cut_in_epoch_2, ckpt)
     resumed = sparse_vd.train_dense("lenet300", data, recipe, 0, False, checkpoint=ckpt)
-    for (name, a), b in zip(whole.state_dict().items(), resumed["model"].state_dict().values()):
-        assert torch.equal(a, b), name  # bit-identical: same Adam, lr schedule and batch order
+    resumed_state = resumed["model"].state_dict()
+    for name, value in whole.state_dict().items():
+        assert torch.equal(value, resumed_state[name]), (
+            name
+        )  # bit-identical: same Adam, lr schedule and batch order
     # a checkpoint of another recipe is refused, not silently continued
     with pytest.raises(ValueError, match="another recipe"):
         other = sparse_vd.paper_recipe("lenet300", 4, 100)

@@ -42,6 +42,7 @@ from torch.distributions import kl_divergence
 from torch.fx.experimental.proxy_tensor import make_fx
 
 from zoo.spec import ZooModel
+from zoo.train.graphs import Capture, CapturedGraph
 from zoo.util import local_params
 
 __all__ = ["CompileError", "CompiledStep", "build_compiled", "neg_elbo", "unsupported_reason"]
@@ -162,6 +163,11 @@ class CompiledStep:
         ``False`` scores ``log q - log p`` at every latent site (``trace``'s).
     :param backend: ``torch.compile``'s backend for the traced graph (``None``: run the traced
         graph eagerly, without Python's per-site overhead but without fusion).
+    :param cuda_graphs: capture the traced graph (eager, not ``backend``'s: its random numbers
+        must stay graph safe) as a CUDA graph per minibatch shape and replay it
+        (:mod:`zoo.train.graphs`).
+    :param capture: how to capture (:func:`zoo.train.graphs.cuda_capture` by default;
+        :func:`zoo.train.graphs.eager_capture` runs the same protocol on the CPU).
     :raises CompileError: when tracing finds something the compiled step does not support.
 
     :ivar compile_seconds: seconds spent tracing and compiling so far.
@@ -174,8 +180,11 @@ class CompiledStep:
         num_data: int,
         analytic: bool = True,
         backend: str | None = "inductor",
+        cuda_graphs: bool = False,
+        capture: Capture | None = None,
     ) -> None:
         self.zm, self.num_data, self.backend = zm, num_data, backend
+        self.cuda_graphs, self.capture = cuda_graphs, capture
         self.module = _Loss(zm, num_data, analytic)
         self.names = [n for n, _ in self.module.named_parameters()]
         self.params = [p for _, p in self.module.named_parameters()]
@@ -228,10 +237,14 @@ class CompiledStep:
             started = time.perf_counter()
             self.trace(xb, yb, mode="fake")  # refuses data-dependent control flow
             gm = self.trace(xb, yb)
-            graph = gm if self.backend is None else _compile(gm, self.backend)
+            if self.cuda_graphs:
+                params = tuple(p.detach() for p in self.params)  # the parameters' storage
+                graph = CapturedGraph(gm, params, xb, yb, self.capture)
+            else:
+                graph = gm if self.backend is None else _compile(gm, self.backend)
+                with torch.random.fork_rng(devices=[]):  # the first call compiles; no draw
+                    self._run(graph, xb, yb, 1.0)
             self._graphs[key] = graph
-            with torch.random.fork_rng(devices=[]):  # the first call compiles; draws nothing
-                self._run(graph, xb, yb, 1.0)
             self.compile_seconds += time.perf_counter() - started
         return graph
 
@@ -245,17 +258,28 @@ class CompiledStep:
         """``-ELBO`` of the minibatch at KL weight ``beta`` (a 0-d tensor, no host read), and
         every parameter's ``.grad`` set to its gradient."""
         graph = self._graph(xb, yb)
-        grads, loss = self._run(graph, xb, yb, beta)
+        if isinstance(graph, CapturedGraph):
+            grads, loss = graph(xb, yb, beta)  # the same output tensors at every replay
+        else:
+            grads, loss = self._run(graph, xb, yb, beta)
         for p, g in zip(self.params, grads, strict=True):
             p.grad = g
         return loss
 
 
 def build_compiled(
-    zm: ZooModel, elbo: str, num_particles: int, distributed: bool, xb: Any, yb: Any, n: int
+    zm: ZooModel,
+    elbo: str,
+    num_particles: int,
+    distributed: bool,
+    xb: Any,
+    yb: Any,
+    n: int,
+    cuda_graphs: bool = False,
 ) -> CompiledStep:
     """The trainer's compiled step for ``zm``, checked by a trace with fake tensors on the
-    minibatch ``(xb, yb)`` (the graphs themselves are compiled at the first step).
+    minibatch ``(xb, yb)`` (the graphs themselves are compiled, or captured as CUDA graphs
+    with ``cuda_graphs``, at the first step of each minibatch shape).
 
     Usage::
 
@@ -266,6 +290,11 @@ def build_compiled(
     reason = unsupported_reason(elbo, num_particles, distributed)
     if reason is not None:
         raise CompileError(f"compile=True is not supported for {zm.name}: {reason}")
-    step = CompiledStep(zm, n, analytic=elbo == "meanfield")
+    if cuda_graphs and xb.device.type != "cuda":
+        raise CompileError(
+            f"cuda_graphs=True needs a CUDA device; {zm.name} trains on {xb.device} (a CUDA "
+            "graph is captured and replayed by the GPU; compile=True alone runs on the CPU)"
+        )
+    step = CompiledStep(zm, n, analytic=elbo == "meanfield", cuda_graphs=cuda_graphs)
     step.trace(xb, yb, mode="fake")
     return step

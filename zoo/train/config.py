@@ -75,6 +75,9 @@ class TrainConfig:
         Inductor (:mod:`zoo.train.compiled`); refused, with the reason, for enumeration,
         score-function estimators, several particles, DDP and data-dependent control flow.
         Compiled steps skip Pyro's validation (a divergence is still diagnosed eagerly).
+    :param cuda_graphs: with ``compile`` on a CUDA device, capture the traced loss and
+        gradients as a CUDA graph per minibatch shape and replay it at every step
+        (:mod:`zoo.train.graphs`); refused on other devices.
     """
 
     num_epochs: int = 10
@@ -100,6 +103,7 @@ class TrainConfig:
     validate: bool = True
     distributed: bool = False
     compile: bool = False
+    cuda_graphs: bool = False
 
     def __post_init__(self) -> None:
         check_numbers(self)  # nan, inf, 1.5 epochs, True: refused before the checks below
@@ -140,6 +144,8 @@ class TrainConfig:
                 f"cannot resume: {self.out_dir} holds no checkpoint.pt (a typo in the folder? "
                 "without resume a new run starts there)"
             )
+        if self.cuda_graphs and not self.compile:
+            problems.append("cuda_graphs needs compile: the graph captured is the compiled step's")
         if problems:
             raise ValueError("; ".join(problems))
 

@@ -254,7 +254,7 @@ class Trainer:
         with torch.no_grad(), pyro.poutine.block():
             guide(xb, yb, num_data=self.num_data)
         args = (name, config.num_particles, config.distributed, xb, yb, self.num_data)
-        self.compiled = build_compiled(zm, *args) if config.compile else None
+        self.compiled = build_compiled(zm, *args, config.cuda_graphs) if config.compile else None
 
     def _build_optimizer(self) -> None:
         hooks = self.zm.spec.hooks
