@@ -47,12 +47,13 @@ def test_bad_epochs_are_refused():
 
 def test_verdicts_name_each_target_and_the_miss():
     """Each net's line says which of its two targets is met and by how much one is missed."""
+    dense, svd = {"method": "dense (PyTorch)", "epochs": 200}, {"method": "SparseVD", "epochs": 200}
     table = pd.DataFrame(
         [
-            {"net": "lenet300", "error_%": 10.0, "compression": 1.0},
-            {"net": "lenet300", "error_%": 11.5, "compression": 57.6},
-            {"net": "lenet5", "error_%": 8.0, "compression": 1.0},
-            {"net": "lenet5", "error_%": 8.5, "compression": 47.3},
+            {"net": "lenet300", "error_%": 10.0, "compression": 1.0, **dense},
+            {"net": "lenet300", "error_%": 11.5, "compression": 57.6, **svd},
+            {"net": "lenet5", "error_%": 8.0, "compression": 1.0, **dense},
+            {"net": "lenet5", "error_%": 8.5, "compression": 47.3, **svd},
         ]
     )
     lines = sparse_vd._verdicts(table).splitlines()
@@ -64,6 +65,18 @@ def test_verdicts_name_each_target_and_the_miss():
         "- lenet5: compression 47.3x: MISSED by 52.7x (target 100x); error 8.50% vs dense "
         "8.00% (+0.50 points): met (<= +1.00)"
     )
+
+
+def test_the_error_target_is_judged_only_on_equal_budgets():
+    rows = [
+        {"net": "lenet5", "method": "dense (PyTorch)", "epochs": 20, "error_%": 8.2},
+        {"net": "lenet5", "method": "SparseVD", "epochs": 100, "error_%": 8.7},
+    ]
+    line = sparse_vd._verdicts(pd.DataFrame(rows).assign(compression=76.3)).splitlines()[2]
+    assert line.endswith("no verdict, unequal budgets (dense 20 epochs, SparseVD 100)")
+    rows[1].update(method="SparseVD (warm start)", epochs=20)  # 20 dense epochs, then 20 more
+    line = sparse_vd._verdicts(pd.DataFrame(rows).assign(compression=76.3)).splitlines()[2]
+    assert "no verdict, unequal budgets" in line and "after the 20 dense epochs" in line
 
 
 class _Cut(Exception):
