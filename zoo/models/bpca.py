@@ -49,7 +49,7 @@ from zoo.models.vbpca import (
     check_monotone,
     fit_vb,
     init_state,
-    lower_bound,
+    iterate,
     sweep,
     update_z,
 )
@@ -179,7 +179,7 @@ def vb_step(zm: ZooModel, x: torch.Tensor, y: torch.Tensor | None, num_data: int
         else:
             s = guide.state()
         sweep(s, t, zm.config)
-        bound = lower_bound(s, t, zm.config)
+        bound = iterate(s, t, zm.config, float(guide.bound))
         check_monotone([float(guide.bound), bound])
         guide.load(s)
         guide.bound.fill_(bound)

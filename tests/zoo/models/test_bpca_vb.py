@@ -24,8 +24,8 @@ def data():
     return synthetic(seed=0)
 
 
-# (seed, init_scale): random starts from small to large, relative to the data's scale
-STARTS = [(0, 0.01), (1, 0.1), (2, 1.0), (0, 3.0)]
+# (seed, init_scale): random starts from tiny to large, relative to the data's scale
+STARTS = [(0, 1e-3), (1, 0.01), (2, 0.1), (0, 1.0), (1, 3.0)]
 
 
 @pytest.mark.parametrize(("seed", "scale"), STARTS)
@@ -33,9 +33,10 @@ def test_switches_off_exactly_five_of_eight_in_tens_of_sweeps(data, seed, scale)
     x, W = data
     r = fit_vb(x, 8, seed=seed, init_scale=scale)
     assert r.num_active == 3
-    # measured: the active set is final by sweep 12 and L converges by sweep 59 at the latest
-    assert r.active_since <= 20
-    assert r.converged and r.iterations <= 100
+    # measured (these five starts and ten more, benchmarks/results/bpca): the active set is
+    # final by sweep 39 and L converged (tol 1e-9) by sweep 71 at the latest
+    assert r.active_since <= 60
+    assert r.converged and r.iterations <= 120
     # the surplus columns are switched off, not merely small: E[alpha] a thousand times larger
     alpha = r.alpha_mean.sort().values
     assert alpha[3] > 1e3 * alpha[2]
@@ -189,16 +190,17 @@ def test_a_falling_bound_is_reported_as_a_bug():
 
 
 def test_the_entry_trains_through_fit_one_sweep_per_step(data, tmp_path):
-    x, W = data
+    x, _ = data
     ds = from_tensors(x.float())
     zm = create_model("bpca-vb", data=ds, latent_dim=8, seed=0)
     result = fit(zm, ds, num_epochs=30, progress=False, out_dir=str(tmp_path))
     assert result.steps == 30 and (tmp_path / "checkpoint.pt").exists()
     bounds = -torch.tensor(result.losses, dtype=torch.float64) * len(x)
     assert (bounds.diff() >= -1e-9 * bounds[:-1].abs()).all()
-    # the same sweeps as fit_vb from the same start (float32 data: agreement to 1e-6)
+    # the same sweeps as fit_vb from the same start, to 1e-6, until the rotations start (the
+    # trainer permutes the rows, so sums round differently, and L-BFGS amplifies that)
     ref = fit_vb(x.float(), 8, seed=0, max_iter=30, tol=1e-300)
-    assert bounds.tolist() == pytest.approx(ref.bounds, rel=1e-6)
+    assert bounds[:8].tolist() == pytest.approx(ref.bounds[:8], rel=1e-6)
     metrics = zm.evaluate(ds, "train")
     assert metrics["active_dims"] == 3 and metrics["sweeps"] == 30
     assert metrics["noise_std"] ** 2 == pytest.approx(NOISE, rel=0.05)
