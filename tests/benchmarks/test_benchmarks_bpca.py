@@ -12,7 +12,7 @@ pytestmark = [pytest.mark.benchmark, pytest.mark.usefixtures("one_thread")]
 
 TINY = (
     "--seeds 1 --init-scales 0.1 --plain-scales 0.1 --grad-scales 1.0 --grad-steps 3"
-    " --digits-dims 3 --threads 1"
+    " --digits-dims 3 --no-digits-varying --threads 1"
 ).split()
 
 

@@ -62,6 +62,7 @@ __all__ = [
     "BayesianPCA",
     "VBPosterior",
     "active_dimensions",
+    "elbo_for",
     "fit_vb",
     "metrics",
     "pointwise_log_likelihood",
@@ -241,6 +242,24 @@ def pointwise_log_likelihood(
     return PointwiseDraws(log_lik=torch.stack(rows).cpu(), posterior={"noise_std": noise})
 
 
+def elbo_for(config: BPCAVBConfig, train: object | None) -> str:
+    """The entry's ELBO (``trace``, for the Monte Carlo ELBO of the Pyro pair), refusing the
+    training settings that a closed-form sweep cannot honour.
+
+    :raises ValueError: for ``compile=True``, distributed training, or a KL weight or warm-up
+        (a sweep maximizes ``L`` itself, not a reweighted one).
+    """
+    if train is not None:
+        if train.compile or train.distributed:
+            raise ValueError(
+                "bpca-vb takes closed-form sweeps, not gradient steps: compile=True and "
+                "distributed training do not apply to it"
+            )
+        if train.kl_weight != 1.0 or train.kl_warmup_end > 0:
+            raise ValueError("bpca-vb's sweeps maximize the bound itself: no KL weight or warm-up")
+    return "trace"
+
+
 def _build(config: BPCAVBConfig, info: DataInfo) -> BayesianPCA:
     return BayesianPCA(info.input_shape, config)
 
@@ -267,6 +286,7 @@ SPECS = (
         observes="x",
         hooks=Hooks(
             closed_form_step=vb_step,
+            elbo_for=elbo_for,
             metrics=metrics,
             plot=LazyPlot("zoo.models.plots.bpca"),
             log_likelihood=pointwise_log_likelihood,

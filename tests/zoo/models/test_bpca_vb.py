@@ -214,5 +214,9 @@ def test_the_entry_refuses_minibatches_and_impossible_dimensions(data):
         vb_step(zm, ds.x_train[:100], None, len(x))
     with pytest.raises(ValueError, match="not a minibatch"):
         fit(zm, ds, num_epochs=1, batch_size=100, progress=False)
+    with pytest.raises(ValueError, match="compile=True and distributed"):
+        fit(zm, ds, num_epochs=1, compile=True, progress=False)
+    with pytest.raises(ValueError, match="no KL weight or warm-up"):
+        fit(zm, ds, num_epochs=1, kl_weight=0.5, progress=False)
     with pytest.raises(ValueError, match=r"latent_dim must lie in \[1, 9\]"):
         create_model("bpca-vb", data=ds, latent_dim=10)
