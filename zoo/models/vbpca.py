@@ -22,7 +22,7 @@ under ``q``, ``w~_k`` the ``k``-th row of ``W``, ``M`` the ``d x q`` matrix of r
     q(tau)  = Gamma(c_tau + N d / 2, d_tau + <sum_n ||t_n - W x_n - mu||^2> / 2)
 
 with ``<W^T W> = d S_w + M^T M``, ``<||w_j||^2> = ||M_j||^2 + d (S_w)_jj`` and
-``<x_n x_n^T> = S_x + m_n m_n^T``.  Every update maximizes the lower bound
+``<x_n x_n^T> = S_x + m_n m_n^T``.  Every update maximizes the lower bound::
 
     L = <ln p(T | X, W, mu, tau)> - KL(q(X) || p(X)) + <ln p(W | alpha)> + H[q(W)]
         - KL(q(alpha) || p(alpha)) - KL(q(mu) || p(mu)) - KL(q(tau) || p(tau))
@@ -75,6 +75,7 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch.distributions import Gamma, Normal, kl_divergence
@@ -410,7 +411,8 @@ class VBResult:
     :ivar alpha_mean: ``E_q[alpha]`` ``(q,)``.
     :ivar tau_mean: ``E_q[tau]``; ``noise_variance`` is its inverse.
     :ivar mu_mean: ``E_q[mu]`` ``(d,)``; ``mu_var`` the variance of each coordinate.
-    :ivar z_mean: the means of ``q(x_n)`` ``(N, q)``; ``z_cov`` their shared covariance.
+    :ivar z_mean: the means of ``q(x_n)`` ``(N, q)`` at the last iteration; ``z_cov`` their
+        shared covariance (:meth:`project` gives ``q(x_n)``'s update for any points).
     :ivar bounds: ``L`` after every sweep (never decreasing).
     :ivar active: the active columns (module docstring's rule); ``active_since`` the first
         sweep after which the active set stayed what it ended as.
@@ -445,10 +447,11 @@ class VBResult:
         return 1.0 / self.tau_mean
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
-        """Means of ``q(x_n)`` for new points ``x`` given the fitted globals, ``(B, q)``."""
-        t = as_data(x)
-        s = self.state
-        return s.tau * (t - s.m_mu) @ s.M @ self.z_cov
+        """Means of ``q(x_n)`` for points ``x`` (new or not): its update given the fitted
+        global factors, ``(B, q)``."""
+        s = dataclasses.replace(self.state)
+        update_z(s, as_data(x))
+        return s.X
 
     def log_likelihood(self, x: torch.Tensor) -> torch.Tensor:
         """Plug-in ``log N(x_n; E[mu], E[W] E[W]^T + I / E[tau])`` per point (float64)."""
@@ -470,7 +473,7 @@ def fit_vb(
     *,
     config: BPCAVBConfig | None = None,
     seed: int | None = None,
-    **overrides: float,
+    **overrides: Any,
 ) -> VBResult:
     """Bayesian PCA by variational Bayes: sweeps until ``L`` rises by less than ``tol * |L|``.
 

@@ -220,3 +220,20 @@ def test_the_entry_refuses_minibatches_and_impossible_dimensions(data):
         fit(zm, ds, num_epochs=1, kl_weight=0.5, progress=False)
     with pytest.raises(ValueError, match=r"latent_dim must lie in \[1, 9\]"):
         create_model("bpca-vb", data=ds, latent_dim=10)
+
+
+def test_projection_is_the_z_update_and_near_the_ppca_posterior_mean(data):
+    """``project`` gives q(x_n)'s update; with the surplus columns off it is close to Tipping
+    & Bishop's E[z | x] under the plug-in W, mu, 1/tau (exact when q(W) has no spread)."""
+    x, _ = data
+    r = fit_vb(x, 8, seed=0)
+    z = r.project(x[:50])
+    M, mu, s2 = r.W_mean, r.mu_mean, r.noise_variance
+    plug_in = torch.linalg.solve(
+        M.T @ M + s2 * torch.eye(8, dtype=M.dtype), M.T @ (x[:50] - mu).T
+    ).T
+    # q(W)'s spread adds d S_w to M^T M, a change of order 1/N: measured 2.3e-4 at most, on
+    # projections up to 2.9; the switched-off dimensions project to 2e-7
+    active = r.active
+    assert (z[:, active] - plug_in[:, active]).abs().max() < 2e-3
+    assert z[:, ~active].abs().max() < 1e-4
