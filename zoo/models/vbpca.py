@@ -52,8 +52,8 @@ decreases.  It runs after a sweep that raised ``L`` by less than ``rotate_gate *
 tiny start has grown every column along the leading eigenvector, merges them into one column
 and stops there (a local maximum of ``L``, measured from ``init_scale = 1e-3``).  With the gate,
 every start measured (``init_scale`` ``1e-3`` to ``3``, three seeds each) switched off exactly
-the 5 surplus columns of the 3-of-8 test data by sweep 39 and converged by sweep 71
-(``benchmarks/results/bpca``).
+the 5 surplus columns by sweep 39 and converged by sweep 71 on the 3-of-8 test data, by sweep 52
+and 83 on ``ppca-synthetic`` (``benchmarks/results/bpca``).
 
 This module holds the mathematics: :func:`fit_vb` runs the sweeps to convergence on a data
 tensor and returns a :class:`VBResult`.  :mod:`zoo.models.bpca` makes it the registry entry
@@ -64,7 +64,7 @@ Usage::
     import zoo
     from zoo.models.vbpca import fit_vb
     data = zoo.load("digits")
-    result = fit_vb(data.x_train, seed=0)      # q = d - 1 = 63 allowed
+    result = fit_vb(data.x_train, 20, seed=0)  # q = 20 allowed
     result.num_active, result.iterations, result.noise_variance
     z = result.project(data.x_test)            # means of q(x_n) for new points
 """
