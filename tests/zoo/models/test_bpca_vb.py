@@ -255,3 +255,20 @@ def test_pointwise_log_likelihood_draws_from_q_for_comparison(data):
     assert (gap > 0).all() and (gap < 0.1).all()
     assert draws.log_lik.std(0).max() > 0
     assert draws.posterior["noise_std"].shape == (4,)
+
+
+def test_a_resumed_run_continues_the_sweeps_bit_for_bit(data, tmp_path):
+    """The factors, the sweep count and the last bound are in the checkpoint."""
+    x, _ = data
+    ds = from_tensors(x.float())
+    straight = create_model("bpca-vb", data=ds, latent_dim=8, seed=0)
+    fit(straight, ds, num_epochs=12, progress=False, out_dir=str(tmp_path / "a"))
+    resumed = create_model("bpca-vb", data=ds, latent_dim=8, seed=0)
+    fit(resumed, ds, num_epochs=5, progress=False, out_dir=str(tmp_path / "b"))
+    again = create_model("bpca-vb", data=ds, latent_dim=8, seed=0)
+    fit(again, ds, num_epochs=12, progress=False, out_dir=str(tmp_path / "b"), resume=True)
+    assert int(again.guide.sweeps) == 12
+    ref, got = straight.guide.state_dict(), again.guide.state_dict()
+    assert list(ref) == list(got)
+    for name in ref:
+        assert torch.equal(ref[name], got[name]), name
