@@ -7,7 +7,7 @@ The model, for ``N`` points ``t_n`` in ``R^d`` and ``q`` latent dimensions::
     w_j ~ N(0, alpha_j^{-1} I_d)          (column j of W: the ARD prior)
     alpha_j ~ Gamma(a_alpha, b_alpha),  tau ~ Gamma(c_tau, d_tau),  mu ~ N(0, beta^{-1} I_d)
 
-with Bishop's broad hyperpriors ``a = b = c = d = beta = 1e-3`` (rates, not scales).  The
+with broad hyperpriors, ``a = b = c = d = beta = 1e-3`` by default (b and d are rates).  The
 posterior is approximated by ``q(X) q(W) q(alpha) q(mu) q(tau)``; each factor's optimum given the
 others is closed form, and one *sweep* applies them in this order (``<.>`` is an expectation
 under ``q``, ``w~_k`` the ``k``-th row of ``W``, ``M`` the ``d x q`` matrix of row means)::
