@@ -268,7 +268,7 @@ def update_tau(s: VBState, t: torch.Tensor, cfg: BPCAVBConfig) -> None:
 
 def rotation_objective(R: torch.Tensor, s: VBState, n: int, cfg: BPCAVBConfig) -> torch.Tensor:
     """The part of ``L`` that the rotation ``W -> W R^{-1}``, ``x_n -> R x_n`` changes, with
-    ``q(alpha)`` at its optimum (Luttinen & Ilin 2010, eq. 14 for this model)::
+    ``q(alpha)`` at its optimum (derived here for this model, after Luttinen & Ilin 2010)::
 
         -tr(R A_x R^T) / 2 + (N - d) ln|det R| - (a + d/2) sum_j ln(b + [R^-T A_w R^-1]_jj / 2)
 
