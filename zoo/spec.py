@@ -65,6 +65,10 @@ class Hooks:
         model), such as :class:`zoo.handlers.lrt.LocalReparameterization`.
     :param post_step: ``(zoo_model) -> None``, run under ``no_grad`` after every optimizer step:
         closed-form coordinate updates such as the ARD precisions of Bayesian PCA.
+    :param closed_form_step: ``(zoo_model, x, y, num_data) -> loss``, run by the trainer
+        instead of the ELBO's loss and gradients: a closed-form update on the minibatch (Bayesian
+        PCA by VB: one coordinate-ascent sweep, :mod:`zoo.models.bpca`) that returns ``-ELBO``;
+        the optimizer then has no gradients to apply.
     :param batch_transform: ``(zoo_model, x, y) -> (x, y)``, applied by the trainer to every
         minibatch before model and guide see it, so both see the same tensors (VAEs: dynamic
         binarization, a fresh Bernoulli draw of each image at each step, Burda et al. 2016).
@@ -98,6 +102,7 @@ class Hooks:
 
     handler: Callable[[Any], Any] | None = None
     post_step: Callable[[ZooModel], None] | None = None
+    closed_form_step: Callable[..., float] | None = None
     batch_transform: Callable[..., tuple[torch.Tensor, torch.Tensor | None]] | None = None
     elbo_for: Callable[[Any, Any], str] | None = None
     train_defaults_for: Callable[[Any], Mapping[str, Any]] | None = None

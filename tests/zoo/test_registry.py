@@ -11,6 +11,7 @@ def test_every_family_is_registered():
     assert {"ppca", "bpca"} <= set(list_models())
     assert list_models() == sorted(list_models())
     assert list_models("ppca") == ["bpca", "ppca"]
+    assert list_models("bpca") == ["bpca-vb"]
 
 
 def test_round_trip_rebuilds_the_same_model():
@@ -43,7 +44,7 @@ def test_seed_makes_initialization_reproducible():
 def test_unknown_model_names_the_closest_matches():
     with pytest.raises(ValueError, match="Did you mean 'ppca'"):
         create_model("ppcaa")
-    with pytest.raises(ValueError, match=r"Known: .*bpca, lenet300-loguniform"):
+    with pytest.raises(ValueError, match=r"Known: .*bpca, bpca-vb, lenet300-loguniform"):
         create_model("totally-unknown")
 
 

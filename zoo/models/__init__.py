@@ -4,9 +4,9 @@
 no entries: it holds the parts of a user's net that :func:`zoo.from_module` puts together.
 """
 
-from zoo.models import attention, bnn, custom, ppca, vae, weights
+from zoo.models import attention, bnn, bpca, custom, ppca, vae, vbpca, weights
 
 #: The family modules, each with a ``SPECS`` tuple of :class:`zoo.spec.ModelSpec`.
-FAMILIES = (attention, bnn, ppca, vae)
+FAMILIES = (attention, bnn, bpca, ppca, vae)
 
-__all__ = ["FAMILIES", "attention", "bnn", "custom", "ppca", "vae", "weights"]
+__all__ = ["FAMILIES", "attention", "bnn", "bpca", "custom", "ppca", "vae", "vbpca", "weights"]

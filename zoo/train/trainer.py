@@ -388,7 +388,9 @@ class Trainer:
             with warnings.catch_warnings():
                 # Pyro warns on a NaN loss; the guard below turns it into an error instead.
                 warnings.filterwarnings("ignore", message="Encountered NaN")
-                if self.compiled is not None:  # zoo.train.compiled: one host read, here
+                if self.zm.spec.hooks.closed_form_step is not None:  # e.g. a VB sweep
+                    loss = self.zm.spec.hooks.closed_form_step(self.zm, xb, yb, self.num_data)
+                elif self.compiled is not None:  # zoo.train.compiled: one host read, here
                     loss = self.compiled.loss_and_grads(xb, yb, self.anneal.beta).item()
                 elif self.ddp is None:
                     loss = self.elbo.loss_and_grads(
