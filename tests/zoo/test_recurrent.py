@@ -274,3 +274,18 @@ def test_log_uniform_prior_cannot_be_sampled_outside_a_guide():
     lstm = LogUniform().apply_(nn.LSTM(FEATURES, HIDDEN))
     with pytest.raises(NotImplementedError, match="improper"):
         lstm(torch.zeros(T, 2, FEATURES))
+
+
+def test_a_checkpoint_rebuilds_the_sparse_lstm(tmp_path):
+    """fit with an output folder, then from_checkpoint with the net again: the same guide, so
+    the same pruned export (exactly)."""
+    from zoo.jobs import from_checkpoint
+
+    data = _data()
+    zm = _model(_Seq())
+    zoo.fit(zm, data, num_epochs=1, batch_size=8, progress=False, out_dir=str(tmp_path))
+    rebuilt, _ = from_checkpoint(str(tmp_path), net=_Seq())
+    assert rebuilt.guide.site_names == zm.guide.site_names
+    x = data.x_train
+    with torch.no_grad():
+        assert torch.equal(export_pruned(rebuilt)(x), export_pruned(zm)(x))
