@@ -289,3 +289,25 @@ def test_a_checkpoint_rebuilds_the_sparse_lstm(tmp_path):
     x = data.x_train
     with torch.no_grad():
         assert torch.equal(export_pruned(rebuilt)(x), export_pruned(zm)(x))
+
+
+# torch's own notice that its CPU oneDNN path has no projections (it falls back to its kernel)
+@pytest.mark.filterwarnings("ignore:LSTM with projections is not supported with oneDNN")
+def test_projections_and_both_directions_take_the_given_weights():
+    """A 2-layer bidirectional LSTM with proj_size: 12 weight sites (ih, hh, hr per layer and
+    direction); conditioned on random weights its output is nn.LSTM's with them (same kernel,
+    same float32 operations: exact)."""
+    torch.manual_seed(0)
+    plain = nn.LSTM(FEATURES, 6, num_layers=2, proj_size=2, bidirectional=True)
+    bayes = LogUniform().apply_(copy.deepcopy(plain))
+    names = [s.name for s in weight_sites(bayes)]
+    assert len(names) == 12 and names[:3] == ["weight_ih_l0", "weight_hh_l0", "weight_hr_l0"]
+    weights = {n: torch.randn(plain.get_parameter(n).shape) for n in names}
+    with torch.no_grad():
+        for n, w in weights.items():
+            plain.get_parameter(n).copy_(w)
+    x = torch.randn(T, 4, FEATURES)
+    with torch.no_grad():
+        out, (h, c) = poutine.condition(bayes, data=weights)(x)
+        ref, (h_ref, c_ref) = plain(x)
+    assert torch.equal(out, ref) and torch.equal(h, h_ref) and torch.equal(c, c_ref)
