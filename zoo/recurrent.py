@@ -9,7 +9,7 @@ biases stay point estimates.  The local reparameterization trick does not apply 
 steps: the hidden state at step ``t`` depends on the same ``W_hh`` as at step ``t - 1``, so
 the pre-activations of different steps are not independent given the input.  The weights are
 therefore drawn once per minibatch (once per forward call) and that one draw is used at every
-time step, as in their paper (sec. 3).
+time step, as in their paper.
 
 :class:`SampledRecurrent` is the mixin of :class:`zoo.priors.BayesianRNN`,
 :class:`~zoo.priors.BayesianLSTM` and :class:`~zoo.priors.BayesianGRU`.  The layer's forward is
