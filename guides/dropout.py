@@ -321,6 +321,9 @@ class WeightGuide(PyroModule):
                 f"{type(model).__name__} has no Bayesian weights: apply a zoo.priors prior first"
             )
         self.sites = PyroModule[nn.ModuleList]([make_site(i, s) for i, s in enumerate(sites)])
+        # A recurrent layer's weights are drawn once per minibatch, never through the LRT
+        # (zoo.recurrent): not marked as weights, so that the LRT handler does not skip the draw.
+        self.shared_draws = frozenset(s.name for s in sites if s.shared_draw)
 
     @property
     def site_names(self) -> list[str]:
@@ -329,7 +332,9 @@ class WeightGuide(PyroModule):
     def forward(self, *args: object, **kwargs: object) -> dict[str, torch.Tensor]:
         # "weight" lets zoo.handlers.lrt skip the draw, which its layers never read (see there)
         return {
-            s.site: pyro.sample(s.site, s.distribution(), infer={"weight": True})
+            s.site: pyro.sample(
+                s.site, s.distribution(), infer={"weight": s.site not in self.shared_draws}
+            )
             for s in self.sites
         }
 

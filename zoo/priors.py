@@ -1,12 +1,15 @@
 """Weight priors that turn any ``nn.Module`` into a Bayesian one, and their registered KLs.
 
-A :class:`Prior` rewrites the ``Linear``, ``Conv1d``, ``Conv2d`` and ``Conv3d`` layers of an
-existing network in place (:meth:`Prior.apply_`, all of them or those a ``layers=`` selector
-picks): each weight becomes a ``PyroSample`` site named after the layer's path
-(``"net.0.weight"``) and biases stay ordinary, point-estimated parameters, as in Molchanov et al.
-(2017).  The architecture's own ``forward`` is untouched; the layers' class is swapped for a
-subclass whose forward asks :mod:`zoo.handlers.lrt` whether to use the local reparameterization.
-Any other module with parameters (``BatchNorm``, ``LayerNorm``, ``Embedding``, ``LSTM``, ...)
+A :class:`Prior` rewrites the ``Linear``, ``Conv1d``, ``Conv2d``, ``Conv3d``, ``RNN``, ``LSTM``
+and ``GRU`` layers of an existing network in place (:meth:`Prior.apply_`, all of them or those
+a ``layers=`` selector picks): each weight becomes a ``PyroSample`` site named after the
+layer's path (``"net.0.weight"``) and biases stay ordinary, point-estimated parameters, as in
+Molchanov et al. (2017).  The architecture's own ``forward`` is untouched; the layers' class is
+swapped for a subclass whose forward asks :mod:`zoo.handlers.lrt` whether to use the local
+reparameterization.
+A recurrent layer's weights (``weight_ih_l0``, ``weight_hh_l0``, ...) become one site each,
+drawn once per minibatch and shared by all time steps (:mod:`zoo.recurrent`, Lobacheva et al.
+2017).  Any other module with parameters (``BatchNorm``, ``LayerNorm``, ``Embedding``, ...)
 stays deterministic, and ``apply_`` names each in one warning (:func:`deterministic_layers`).
 
 Two priors:
@@ -27,6 +30,7 @@ Usage::
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Callable, Sequence
@@ -44,6 +48,7 @@ from torch.distributions import constraints
 from torch.distributions.kl import register_kl
 
 from zoo.handlers import lrt
+from zoo.recurrent import SampledRecurrent, recurrent_weight_names
 
 __all__ = [
     "BAYESIAN_TYPES",
@@ -54,7 +59,10 @@ __all__ = [
     "BayesianConv1d",
     "BayesianConv2d",
     "BayesianConv3d",
+    "BayesianGRU",
+    "BayesianLSTM",
     "BayesianLinear",
+    "BayesianRNN",
     "ImproperLogUniform",
     "LayerSelector",
     "LogUniform",
@@ -217,15 +225,30 @@ class BayesianConv3d(PyroModule[nn.Conv3d], _BayesianLayer):
         return _conv_forward(self, input)
 
 
+class BayesianRNN(SampledRecurrent, PyroModule[nn.RNN], _BayesianLayer):
+    """``nn.RNN`` whose weights are sample sites, one draw per minibatch (:mod:`zoo.recurrent`)."""
+
+
+class BayesianLSTM(SampledRecurrent, PyroModule[nn.LSTM], _BayesianLayer):
+    """``nn.LSTM`` whose weights are sample sites, one draw per minibatch (:mod:`zoo.recurrent`)."""
+
+
+class BayesianGRU(SampledRecurrent, PyroModule[nn.GRU], _BayesianLayer):
+    """``nn.GRU`` whose weights are sample sites, one draw per minibatch (:mod:`zoo.recurrent`)."""
+
+
 _SWAPS: dict[type[nn.Module], type[nn.Module]] = {
     nn.Linear: BayesianLinear,
     nn.Conv1d: BayesianConv1d,
     nn.Conv2d: BayesianConv2d,
     nn.Conv3d: BayesianConv3d,
+    nn.RNN: BayesianRNN,
+    nn.LSTM: BayesianLSTM,
+    nn.GRU: BayesianGRU,
 }
 #: The layer types a prior makes Bayesian (exact types: a subclass may have its own forward).
 BAYESIAN_TYPES: tuple[type[nn.Module], ...] = tuple(_SWAPS)
-_SUPPORTED = "Linear, Conv1d, Conv2d and Conv3d"
+_SUPPORTED = "Linear, Conv1d, Conv2d, Conv3d, RNN, LSTM and GRU"
 
 
 @dataclass(frozen=True)
@@ -239,16 +262,46 @@ class WeightSite:
 
     @property
     def kind(self) -> str:
-        """``"linear"``, ``"conv1d"``, ``"conv2d"`` or ``"conv3d"``."""
+        """``"linear"``, ``"conv1d"``/``"2d"``/``"3d"``, ``"rnn"``, ``"lstm"`` or ``"gru"``."""
         if isinstance(self.module, nn.Linear):
             return "linear"
+        if isinstance(self.module, nn.RNNBase):
+            return layer_type(self.module).lower()
         return f"conv{len(self.module.kernel_size)}d"
 
+    @property
+    def shared_draw(self) -> bool:
+        """Whether the layer uses one draw per minibatch, never the local reparameterization
+        (a recurrent layer's weights, :mod:`zoo.recurrent`)."""
+        return isinstance(self.module, nn.RNNBase)
 
-def _weight_prior(module: nn.Module) -> dist.Distribution:
+
+def _weight_inits(module: nn.Module) -> dict[str, torch.Tensor]:
+    # A recurrent layer has several Bayesian weights; the others one, "weight".
+    inits = getattr(module, "_zoo_weight_inits", None)
+    return {"weight": module._zoo_weight_init} if inits is None else inits
+
+
+def _weight_prior(module: nn.Module, attr: str = "weight") -> dist.Distribution:
     anchor = module._zoo_anchor
-    shape = module._zoo_weight_init.shape
+    shape = _weight_inits(module)[attr].shape
     return module._zoo_prior.distribution(shape, anchor).to_event(len(shape))
+
+
+def _make_recurrent(m: nn.Module, cls: type, prior: Prior, anchor: torch.Tensor) -> None:
+    # Every weight_* parameter becomes a site named after it; the biases stay parameters.
+    names = recurrent_weight_names(m)
+    inits = {n: getattr(m, n).detach().clone() for n in names}
+    m.__class__ = _SWAPS[cls]
+    for n in names:
+        delattr(m, n)
+    m.register_buffer("_zoo_anchor", anchor, persistent=False)
+    m._zoo_prior = prior
+    m._zoo_weight_inits = inits
+    for n in names:
+        # PyroModule's own setattr: nn.RNNBase's would read every weight, some already deleted
+        PyroModule.__setattr__(m, n, PyroSample(functools.partial(_weight_prior, attr=n)))
+    m._init_flat_weights()
 
 
 # --------------------------------------------------------------------------------------------
@@ -268,7 +321,7 @@ LayerSelector = (
 def _base_type(module: nn.Module) -> type:
     # The class its author wrote: nn.LSTM for the PyroLSTM that to_pyro_module_ makes of it.
     for cls in type(module).__mro__:
-        if not issubclass(cls, PyroModule | _BayesianLayer):
+        if not issubclass(cls, PyroModule | _BayesianLayer | SampledRecurrent):
             return cls
     return type(module)
 
@@ -280,10 +333,12 @@ def layer_type(module: nn.Module) -> str:
 
 def _swappable(module: nn.Module) -> bool:
     # Exactly one of the supported types (a subclass may have its own forward), plain or as
-    # PyroModule[...], with its weight still an ordinary parameter.
-    return _base_type(module) in _SWAPS and isinstance(
-        module._parameters.get("weight"), nn.Parameter
-    )
+    # PyroModule[...], with its weights still ordinary parameters.
+    cls = _base_type(module)
+    if cls not in _SWAPS:
+        return False
+    names = recurrent_weight_names(module) if issubclass(cls, nn.RNNBase) else ("weight",)
+    return bool(names) and all(isinstance(module._parameters.get(n), nn.Parameter) for n in names)
 
 
 def _describe(layers: Sequence[tuple[str, nn.Module]]) -> str:
@@ -298,10 +353,10 @@ def deterministic_layers(net: nn.Module) -> list[tuple[str, nn.Module]]:
     """The modules of ``net`` that hold parameters of their own and are not Bayesian layers.
 
     Each is named by its qualified name, as in ``named_modules``: a module that owns parameters
-    directly (``BatchNorm1d``, ``LSTM``, a ``Linear`` left out by ``layers=``, a custom module's
-    own ``nn.Parameter``) is listed; a pure container (``Sequential``) is not, its children are.
-    After :meth:`Prior.apply_` these are the layers whose parameters stay point estimates: no
-    prior, no noise, not pruned and not counted in a pruning report's compression.
+    directly (``BatchNorm1d``, ``Embedding``, a ``Linear`` left out by ``layers=``, a custom
+    module's own ``nn.Parameter``) is listed; a pure container (``Sequential``) is not, its
+    children are.  After :meth:`Prior.apply_` these are the layers whose parameters stay point
+    estimates: no prior, no noise, not pruned and not counted in a pruning report's compression.
 
     Usage::
 
@@ -335,7 +390,8 @@ def _by_pattern(net: nn.Module, patterns: list[str], candidates: list) -> list:
     for pattern in patterns:
         if not any(_matches(pattern, n) for n, _ in candidates):
             raise ValueError(
-                f"layers= pattern {pattern!r} matches no Linear or Conv1d/2d/3d layer of "
+                f"layers= pattern {pattern!r} matches no Linear, Conv1d/2d/3d, RNN, LSTM or GRU "
+                f"layer of "
                 f"{layer_type(net)}; {_layers_text(net)}"
             )
     return [(n, m) for n, m in candidates if any(_matches(p, n) for p in patterns)]
@@ -390,7 +446,7 @@ def select_layers(net: nn.Module, layers: LayerSelector = None) -> list[tuple[st
     if not chosen:
         what = "has no" if layers is None else "has no selected"
         raise ValueError(
-            f"{layer_type(net)} {what} Linear, Conv1d, Conv2d or Conv3d layer to make "
+            f"{layer_type(net)} {what} Linear, Conv1d/2d/3d, RNN, LSTM or GRU layer to make "
             f"Bayesian; {_layers_text(net)}"
         )
     return chosen
@@ -411,18 +467,19 @@ def _warn_deterministic(net: nn.Module, prior: Prior) -> None:
 
 
 class Prior:
-    """A prior over the weights of ``Linear`` and ``ConvNd`` layers; subclasses give its form."""
+    """A prior over the weights of ``Linear``, ``ConvNd`` and recurrent layers; subclasses give
+    its form."""
 
     def distribution(self, shape: torch.Size, anchor: torch.Tensor) -> dist.Distribution:
         """The prior of one weight tensor, batch shape ``shape`` (``anchor`` fixes device/dtype)."""
         raise NotImplementedError
 
     def apply_(self, net: nn.Module, *, layers: LayerSelector = None) -> nn.Module:
-        """Make the weights of ``net``'s ``Linear``/``Conv1d``/``Conv2d``/``Conv3d`` layers
-        sample sites, in place.
+        """Make the weights of ``net``'s ``Linear``/``Conv1d``/``Conv2d``/``Conv3d`` layers,
+        and the ``weight_*`` tensors of its ``RNN``/``LSTM``/``GRU`` layers, sample sites, in place.
 
         Every other module that holds parameters of its own (``BatchNorm``, ``LayerNorm``,
-        ``Embedding``, recurrent layers, ...) stays deterministic, and one ``UserWarning``
+        ``Embedding``, ...) stays deterministic, and one ``UserWarning``
         names them all (see :func:`deterministic_layers`).  Layers of a supported type that
         ``layers`` leaves out stay deterministic too, without a warning: the caller chose them.
 
@@ -437,6 +494,11 @@ class Prior:
         targets = [(m, _base_type(m)) for _, m in select_layers(net, layers)]
         to_pyro_module_(net)
         for m, cls in targets:
+            if issubclass(cls, nn.RNNBase):
+                anchor = next(m.parameters()).detach()
+                zero = torch.zeros((), dtype=anchor.dtype, device=anchor.device)
+                _make_recurrent(m, cls, self, zero)
+                continue
             init = m.weight.detach().clone()
             m.__class__ = _SWAPS[cls]
             del m.weight
@@ -490,12 +552,7 @@ def weight_sites(net: nn.Module) -> list[WeightSite]:
     sites = []
     for m in net.modules():
         if isinstance(m, _BayesianLayer):
-            sites.append(
-                WeightSite(
-                    f"{m._pyro_name}.weight" if m._pyro_name else "weight",
-                    m._zoo_weight_init.shape,
-                    m._zoo_weight_init,
-                    m,
-                )
-            )
+            prefix = f"{m._pyro_name}." if m._pyro_name else ""
+            for attr, init in _weight_inits(m).items():
+                sites.append(WeightSite(f"{prefix}{attr}", init.shape, init, m))
     return sites

@@ -1,7 +1,8 @@
 """Every convolution, the layers= selector, and the layers that stay deterministic.
 
 zoo.priors makes Linear, Conv1d, Conv2d and Conv3d weights Bayesian (any groups, stride,
-padding, dilation, padding mode); every guide of guides.dropout trains such a net under the LRT,
+padding, dilation, padding mode), and the weights of RNN, LSTM and GRU layers (tested in
+tests/zoo/test_recurrent.py); every guide of guides.dropout trains such a net under the LRT,
 with a weight per example, and with one shared draw.  Any other module with parameters stays a
 point estimate: apply_ names it in one warning and layer_report lists it, outside the Bayesian
 total that compression counts.  (The LRT's moments for Conv1d and Conv3d are checked in
@@ -179,7 +180,7 @@ class _Recurrent(nn.Module):
         super().__init__()
         self.conv = nn.Conv1d(2, 4, 3, padding=1)  # weight 4 x 2 x 3 = 24
         self.bn = nn.BatchNorm1d(4)  # 4 + 4 = 8 parameters
-        self.lstm = nn.LSTM(4, 5, batch_first=True)  # 4 gates x 5 x (4 + 5 + 2) = 220
+        self.lstm = nn.LSTM(4, 5, batch_first=True)  # weights 20 x 4 + 20 x 5, biases 2 x 20
         self.head = nn.Linear(5, 3)  # weight 15
 
     def forward(self, x):
@@ -188,25 +189,23 @@ class _Recurrent(nn.Module):
         return self.head(out[:, -1])
 
 
-def test_batchnorm_and_lstm_are_named_and_the_report_counts_only_bayesian_weights():
-    """The warning names both layers; the report lists them with their parameter counts and
-    its Bayesian total (the one evaluate's sparsity and compression read) counts 24 + 15."""
+def test_batchnorm_is_named_and_the_report_counts_only_bayesian_weights():
+    """The LSTM's two weights are Bayesian; the warning names the BatchNorm alone, the report
+    lists it with its parameter count, and its Bayesian total (the one evaluate's sparsity and
+    compression read) counts 24 + 80 + 100 + 15 (the LSTM's 40 bias terms, point estimates as
+    every bias, are not counted)."""
     with pytest.warns(UserWarning) as record:
         zm = _zoo_model(_Recurrent, (2, 6), "sparse-vd", "lrt")
     assert len(record) == 1  # one warning for all of them
     message = str(record[0].message)
-    assert (
-        "2 parametrized layer(s) of _Recurrent deterministic: bn (BatchNorm1d), lstm (LSTM)."
-        in (message)
-    )
+    assert "1 parametrized layer(s) of _Recurrent deterministic: bn (BatchNorm1d)." in (message)
     assert "point estimates" in message and "compression does not count them" in message
     assert [(n, type(m).__name__) for n, m in deterministic_layers(zm.model.net)] == [
         ("bn", "PyroBatchNorm1d"),
-        ("lstm", "PyroLSTM"),
     ]
-    # prune the first 10 conv weights and the first 5 head weights: log alpha = +5 against -5
+    # prune the first 10 conv, 20 + 30 LSTM and 5 head weights: log alpha = +5 against -5
     with torch.no_grad():
-        for site, pruned in zip(zm.guide.sites, (10, 5), strict=True):
+        for site, pruned in zip(zm.guide.sites, (10, 20, 30, 5), strict=True):
             la = torch.full((site.theta.numel(),), -5.0)
             la[:pruned] = 5.0
             la = la.reshape(site.theta.shape)
@@ -214,24 +213,25 @@ def test_batchnorm_and_lstm_are_named_and_the_report_counts_only_bayesian_weight
     report = layer_report(zm)
     assert list(report["layer"]) == [
         "net.conv.weight",
+        "net.lstm.weight_ih_l0",
+        "net.lstm.weight_hh_l0",
         "net.head.weight",
         "net.bn",
-        "net.lstm",
         DETERMINISTIC_TOTAL,
         BAYESIAN_TOTAL,
     ]
-    assert list(report["kind"]) == ["conv1d", "linear", *["deterministic"] * 3, ""]
-    assert list(report["type"]) == ["Conv1d", "Linear", "BatchNorm1d", "LSTM", "", ""]
-    assert list(report["weights"]) == [24, 15, 8, 220, 228, 39]
-    assert list(report["kept"]) == [14, 10, 8, 220, 228, 24]
-    assert report["sparsity_%"][2:5].isna().all() and report["compression"][2:5].isna().all()
+    assert list(report["kind"]) == ["conv1d", "lstm", "lstm", "linear", *["deterministic"] * 2, ""]
+    assert list(report["type"]) == ["Conv1d", "LSTM", "LSTM", "Linear", "BatchNorm1d", "", ""]
+    assert list(report["weights"]) == [24, 80, 100, 15, 8, 8, 219]
+    assert list(report["kept"]) == [14, 60, 70, 10, 8, 8, 154]
+    assert report["sparsity_%"][4:6].isna().all() and report["compression"][4:6].isna().all()
     total = report.iloc[-1]
     # exact ratios of the hand counts (float64: 1e-12)
-    assert total["sparsity_%"] == pytest.approx(100 * 15 / 39, abs=1e-12)
-    assert total["compression"] == pytest.approx(39 / 24, rel=1e-12)
+    assert total["sparsity_%"] == pytest.approx(100 * 65 / 219, abs=1e-12)
+    assert total["compression"] == pytest.approx(219 / 154, rel=1e-12)
     metrics = zm.evaluate(_data((2, 6)), "test")
-    assert metrics["sparsity"] == pytest.approx(15 / 39, abs=1e-12)
-    assert metrics["compression"] == pytest.approx(39 / 24, rel=1e-12)
+    assert metrics["sparsity"] == pytest.approx(65 / 219, abs=1e-12)
+    assert metrics["compression"] == pytest.approx(219 / 154, rel=1e-12)
 
 
 class _Features(nn.Module):
@@ -268,11 +268,11 @@ def test_layers_selector_by_type_by_name_and_by_callable():
 @pytest.mark.parametrize(
     ("layers", "message"),
     [
-        ("haed", r"pattern 'haed' matches no Linear or Conv1d/2d/3d layer of _Features"),
+        ("haed", r"pattern 'haed' matches no Linear, Conv1d/2d/3d, RNN, LSTM or GRU layer of"),
         (["head", "feature.*"], r"pattern 'feature\.\*' matches no"),
-        (lambda name, m: False, r"_Features has no selected Linear, Conv1d, Conv2d or Conv3d"),
+        (lambda name, m: False, r"_Features has no selected Linear, Conv1d/2d/3d, RNN, LSTM"),
         ([], r"_Features has no selected"),
-        (nn.LSTM, r"types a prior cannot make Bayesian: LSTM; it supports Linear, Conv1d"),
+        (nn.LayerNorm, r"cannot make Bayesian: LayerNorm; it supports Linear, Conv1d, Conv2d, "),
         (3, r"layers= must be None, a layer type"),
     ],
 )

@@ -266,7 +266,7 @@ def test_prior_turns_any_module_into_a_bayesian_one():
         LogUniform().apply_(net)
     with pytest.raises(
         ValueError,
-        match=r"has no Linear, Conv1d, Conv2d or Conv3d layer.*"
+        match=r"has no Linear, Conv1d/2d/3d, RNN, LSTM or GRU layer.*"
         r"can be Bayesian: none; its other parametrized layers: 1 \(LayerNorm\)",
     ):
         Normal().apply_(nn.Sequential(nn.ReLU(), nn.LayerNorm(3)))

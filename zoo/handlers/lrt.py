@@ -23,7 +23,9 @@ reads those values either, i.e. when every such site has a closed-form ``KL(q ||
 
 ``mode="per_example"`` instead draws a separate weight sample for every example (memory
 ``B x |W|``), the middle row of Kingma's Table 1.  Without the handler the layer uses the one
-weight sample the guide drew for the whole minibatch.
+weight sample the guide drew for the whole minibatch.  Recurrent layers (:mod:`zoo.recurrent`)
+always do, handler or not: the trick does not apply across time steps, and the guides leave
+their sites unmarked, so they are drawn even with ``draw_weights=False``.
 
 Usage::
 

@@ -249,7 +249,8 @@ def build_model(
 def bayesian_layers(model: BNN) -> tuple[str, ...]:
     """Qualified names (within the user's net) of the layers ``model`` made Bayesian."""
     names = {id(m): n for n, m in model.net.named_modules()}
-    return tuple(names[id(site.module)] for site in weight_sites(model.net))
+    # dict.fromkeys: a recurrent layer holds several weight sites
+    return tuple(dict.fromkeys(names[id(site.module)] for site in weight_sites(model.net)))
 
 
 def module_spec(

@@ -222,6 +222,8 @@ def test_layers_selector_is_recorded_and_the_rest_stays_deterministic(tmp_path):
     rebuilt, _ = from_checkpoint(str(tmp_path), net=make_net)
     assert rebuilt.guide.site_names == ["net.0.weight"]
     with pytest.raises(
-        ValueError, match=r"pattern 'head\*' matches no Linear or Conv1d/2d/3d layer.*0 \(Conv1d\)"
+        ValueError,
+        match=r"pattern 'head\*' matches no Linear, Conv1d/2d/3d, RNN, LSTM or GRU layer"
+        r".*0 \(Conv1d\)",
     ):
         zoo.from_module(make_net, data=data, layers=["head*"])
