@@ -434,9 +434,22 @@ def report(summary: pd.DataFrame, args: argparse.Namespace, argv: list[str] | No
     return "\n".join(lines) + "\n"
 
 
+def _load(name: str, args: argparse.Namespace) -> dict[str, torch.Tensor]:
+    d = make_dataset(name, args.data_dir)
+    if args.fit_subset is not None:
+        d["x_fit"], d["y_fit"] = d["x_fit"][: args.fit_subset], d["y_fit"][: args.fit_subset]
+    classes = int(max(d["y_fit"].max(), d["y_test"].max())) + 1
+    args.sizes[name] = (
+        f"{len(d['y_fit'])} / {len(d['y_val'])} / {len(d['y_test'])}, "
+        f"{d['x_fit'].shape[1]} features, {classes} classes"
+    )
+    return d
+
+
 def main(argv: list[str] | None = None) -> pd.DataFrame:
-    """Run every recipe and the plain net on every data set; write ``small_data.csv`` (one row
-    per run), ``summary.csv`` and ``small_data.md``.  Returns the summary."""
+    """Run every recipe and the plain net on every data set (or read the runs of earlier
+    invocations, ``--runs``); write ``small_data.csv`` (one row per run), ``summary.csv`` and
+    ``small_data.md``.  Returns the summary."""
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.small_data", description=__doc__.split("\n")[0]
     )
@@ -446,26 +459,29 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--hidden", type=int, nargs="+", default=[100, 100])
     parser.add_argument("--data-dir", default="/usr/share/datasets/fashion-mnist")
     parser.add_argument("--fit-subset", type=int, default=None, help="first N fit examples")
+    parser.add_argument(
+        "--runs",
+        nargs="+",
+        default=None,
+        help="report the runs these small_data.csv files hold (e.g. of runs split over "
+        "processes) instead of training",
+    )
     parser.add_argument("--out", default="benchmarks/results/small-data")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--no-progress", dest="progress", action="store_false")
     args = parser.parse_args(argv)
-    with torch_threads(args.threads):
-        rows, args.sizes = [], {}
-        for name in args.datasets:
-            d = make_dataset(name, args.data_dir)
-            if args.fit_subset is not None:
-                d["x_fit"], d["y_fit"] = (
-                    d["x_fit"][: args.fit_subset],
-                    d["y_fit"][: args.fit_subset],
-                )
-            classes = int(d["y_test"].max()) + 1
-            args.sizes[name] = (
-                f"{len(d['y_fit'])} / {len(d['y_val'])} / {len(d['y_test'])}, "
-                f"{d['x_fit'].shape[1]} features, {classes} classes"
-            )
-            rows += run_dataset(name, d, args)
-    runs = pd.DataFrame(rows)
+    args.sizes = {}
+    if args.runs is not None:
+        runs = pd.concat([pd.read_csv(path) for path in args.runs], ignore_index=True)
+        args.seeds = sorted(runs["seed"].unique().tolist())
+        for name in runs["dataset"].unique():
+            _load(name, args)
+    else:
+        rows = []
+        with torch_threads(args.threads):
+            for name in args.datasets:
+                rows += run_dataset(name, _load(name, args), args)
+        runs = pd.DataFrame(rows)
     summary = summarize(runs)
     out = Path(args.out)
     write_results(out, "small_data", runs, report(summary, args, argv))
