@@ -110,15 +110,18 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
-def thirds(min_steps: int, lr: float, decay: bool = False) -> Callable[[int], dict[str, Any]]:
+def thirds(
+    min_steps: int, lr: float, decay: bool = False, start: float = 1 / 3, end: float = 2 / 3
+) -> Callable[[int], dict[str, Any]]:
     """A recipe of at least ``min_steps`` steps (and 30 epochs): the KL off for the first
-    third of the epochs, ramped up over the second, full over the last."""
+    ``start`` of the epochs (a third), ramped up until ``end`` of them (two thirds), full
+    after."""
 
     def fit_options(num_train: int) -> dict[str, Any]:
         steps = math.ceil(num_train / BASE_FIT["batch_size"])
         epochs = max(30, math.ceil(min_steps / steps))
-        out = {"num_epochs": epochs, "lr": lr, "kl_warmup_start": round(epochs / 3)}
-        out["kl_warmup_end"] = round(2 * epochs / 3)
+        out = {"num_epochs": epochs, "lr": lr, "kl_warmup_start": round(start * epochs)}
+        out["kl_warmup_end"] = round(end * epochs)
         if decay:
             out.update(lr_schedule="linear", lr_decay_start=0.5)
         return out
@@ -133,6 +136,8 @@ RECIPES.update(
         "thirds-3000-lr-3e-3-decay": {"fit": thirds(3000, 3e-3, True), "model": {}},
         "thirds-1500-lr-3e-3": {"fit": thirds(1500, 3e-3), "model": {}},
         "thirds-1500-lr-1e-3": {"fit": thirds(1500, 1e-3), "model": {}},
+        "ramp-3000-third-to-end": {"fit": thirds(3000, 1e-3, end=1.0), "model": {}},
+        "ramp-3000-half-to-end": {"fit": thirds(3000, 1e-3, start=0.5, end=1.0), "model": {}},
     }
 )
 

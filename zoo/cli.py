@@ -198,6 +198,9 @@ def _own_train_parser(ref: str) -> tuple[argparse.ArgumentParser, list[str], lis
         prog=f"zoo train {ref}",
         description="Train a user's network made Bayesian (zoo.from_module): the function "
         f"{ref} builds it (called with the data's DataInfo if it takes an argument). "
+        f"With the log-uniform prior on fewer than {custom.SMALL_DATA} training examples, the "
+        "training flags not given follow the small-data rule (more epochs, the KL off for the "
+        "first third; zoo.models.custom.train_defaults_for_data) instead of the defaults shown. "
         f"Reference: {bnn.REFERENCE}",
     )
     parser.add_argument(
