@@ -24,8 +24,8 @@ points, 40 features, 10 classes and 15 % of the labels replaced at random (built
 held-out description); ``digits`` (1797 8x8 images, 10 classes); ``breast-cancer`` (569, 30
 features, 2 classes); ``wine`` (178, 13 features, 3 classes); ``fashion-2k``, 2000 Fashion-MNIST
 training images (and 2000 test images) from ``--data-dir``.  ``fashion-12k`` (12,500 training
-images, 10,000 to fit) is not small: it checks the boundary where the zoo's rule hands over to
-the former defaults; ``fashion-60k`` (all 60,000, 48,000 to fit) is Fashion-MNIST's full set.
+images, 10,000 to fit) and ``fashion-60k`` (all 60,000, 48,000 to fit) are not small: they
+check the rule where it trains 30 epochs, as the former defaults did.
 
 Usage::
 
@@ -148,7 +148,7 @@ BASE_FIT = {"batch_size": 100, "lr": 1e-3}
 #: The target: sparse VD's test accuracy at most this many points below the plain net's.
 TARGET_POINTS = 2.0
 DATASETS = ("synth-10c", "digits", "breast-cancer", "wine", "fashion-2k")
-#: Not small: 10,000 images to fit, where the rule hands over to the former defaults.
+#: Not small: 10,000 and 48,000 images to fit, where the rule trains 30 epochs.
 LARGER = ("fashion-12k", "fashion-60k")
 
 
@@ -431,7 +431,7 @@ def report(summary: pd.DataFrame, args: argparse.Namespace, argv: list[str] | No
         "plain net is early-stopped on the validation split ('plain last': its last epoch). "
         "Gaps are sparse VD minus plain, in points. zoo-default: fit's defaults for a user's "
         "net as they are at the run (this release: `zoo.models.custom.train_defaults_for_data` "
-        "on small data); old-default: the former ones (30 epochs, KL ramped over epochs 0-5).\n",
+        "for sparse VD); old-default: the former ones (30 epochs, KL ramped over epochs 0-5).\n",
         "## Data sets (fit / validation / test examples, features, classes)\n",
         sizes + "\n",
         "## Results\n",

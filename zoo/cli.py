@@ -198,9 +198,10 @@ def _own_train_parser(ref: str) -> tuple[argparse.ArgumentParser, list[str], lis
         prog=f"zoo train {ref}",
         description="Train a user's network made Bayesian (zoo.from_module): the function "
         f"{ref} builds it (called with the data's DataInfo if it takes an argument). "
-        f"With the log-uniform prior on fewer than {custom.SMALL_DATA} training examples, the "
-        "training flags not given follow the small-data rule (more epochs, the KL off for the "
-        "first third; zoo.models.custom.train_defaults_for_data) instead of the defaults shown. "
+        "With the log-uniform prior the training flags not given follow the sparse-VD rule "
+        "(the KL off for the first third of the epochs, ramped over the second; more than 30 "
+        f"epochs below {custom.SMALL_DATA} training examples: "
+        "zoo.models.custom.train_defaults_for_data) instead of the defaults shown. "
         f"Reference: {bnn.REFERENCE}",
     )
     parser.add_argument(

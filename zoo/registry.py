@@ -153,8 +153,8 @@ def from_module(
     deterministic, point-estimated, and are named in a warning and in the pruning report.
     ``net`` itself is never changed: the model holds a copy, and its current weights are the
     guide's initial means (so a pretrained net starts where it is).  Training defaults:
-    :data:`zoo.models.custom.TRAIN_DEFAULTS`; with the log-uniform prior on fewer than 10,000
-    training examples, longer, with the KL off for the first third of the epochs
+    :data:`zoo.models.custom.TRAIN_DEFAULTS`; with the log-uniform prior, the KL off for the
+    first third of the epochs and more epochs on small data
     (:func:`zoo.models.custom.train_defaults_for_data`, docs/own-model.md).
 
     :param net: an ``nn.Module``; or a function building one, called with the data's

@@ -80,7 +80,7 @@ class Hooks:
         depend on the number of training examples as well (and may depend on ``given``, the
         fields a caller sets, say its ``num_epochs``), applied after ``train_defaults_for``
         when the data are known (:func:`zoo.fit`, ``zoo train``): a user's sparse-VD net
-        trains longer, with the KL switched on later, on small data
+        switches the KL on later, and trains longer on small data
         (:func:`zoo.models.custom.train_defaults_for_data`).
 
     Evaluation and output:
