@@ -14,8 +14,8 @@ the same widths and epochs gave 54.9 %.  This script compares, with the same net
   (``zoo-default`` is whatever the zoo's defaults are now; ``old-default`` the former ones);
   its accuracy is that of the pruned posterior-mean net (``log alpha > 3`` zeroed).
 
-Each data set's training split loses a stratified validation split (``--val-fraction``); every
-model trains on the rest.  The recipe is *chosen on validation accuracy only*: the one whose
+Each data set's training split loses a stratified fifth to validation; every model trains on
+the rest.  The recipe is *chosen on validation accuracy only*: the one whose
 worst gap to the early-stopped plain net, over the data sets (mean over seeds), is smallest.
 Test accuracies are reported for every row, but only the chosen recipe's make the verdict.
 
@@ -29,7 +29,10 @@ check the rule where it trains 30 epochs, as the former defaults did.
 
 Usage::
 
-    nice -n 5 python -m benchmarks.small_data --threads 1 --no-progress
+    # the committed run (benchmarks/results/small-data/README.md: split over 3 processes)
+    nice -n 5 python -m benchmarks.small_data --threads 1 \\
+        --recipes zoo-default old-default pretrain-10-lr-3e-3
+    python -m benchmarks.small_data --runs a/small_data.csv b/small_data.csv   # report only
     python -m benchmarks.small_data --datasets digits wine --recipes zoo-default old-default \\
         --seeds 0 --out /tmp/small   # a quick look
 """
