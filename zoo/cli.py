@@ -38,6 +38,8 @@ from zoo.train import DivergenceError, TrainConfig
 
 # train flags handled by hand: --out, --resume, --force
 _TRAIN_SKIP = ("out_dir", "resume", "force")
+#: stands for a training flag not given (:func:`_cmd_train`)
+_UNSET = object()
 _FORCE_HELP = "overwrite a run already in OUT (without it, and without --resume, it is refused)"
 
 
@@ -196,6 +198,10 @@ def _own_train_parser(ref: str) -> tuple[argparse.ArgumentParser, list[str], lis
         prog=f"zoo train {ref}",
         description="Train a user's network made Bayesian (zoo.from_module): the function "
         f"{ref} builds it (called with the data's DataInfo if it takes an argument). "
+        "With the log-uniform prior the training flags not given follow the sparse-VD rule "
+        "(the KL off for the first third of the epochs, ramped over the second; more than 30 "
+        f"epochs below {custom.SMALL_DATA} training examples: "
+        "zoo.models.custom.train_defaults_for_data) instead of the defaults shown. "
         f"Reference: {bnn.REFERENCE}",
     )
     parser.add_argument(
@@ -239,7 +245,12 @@ def _cmd_train(argv: list[str]) -> int:
             parser.error("--data is required for a user's net (a dataset name or a file)")
         model_cfg = {k: vars(args)[k] for k in model_fields if vars(args)[k] is not None}
         model_cfg["layers"] = list(model_cfg.get("layers") or ()) or None
-        return _train(name, args, model_cfg, train_fields)
+        # The training flags not given take the defaults for the data's size, known once the
+        # data are loaded (a sparse-VD net on small data): parse again to tell them apart.
+        parser.set_defaults(**dict.fromkeys(train_fields, _UNSET))
+        given = vars(parser.parse_args(argv[1:]))
+        from_data = tuple(k for k in train_fields if given[k] is _UNSET)
+        return _train(name, args, model_cfg, train_fields, from_data)
     parser, model_fields, train_fields = _train_parser(name)
     args = parser.parse_args(argv[1:])
     spec = get_spec(name)
@@ -254,9 +265,14 @@ def _cmd_train(argv: list[str]) -> int:
 
 
 def _train(
-    name: str, args: argparse.Namespace, model_cfg: dict[str, Any], train_fields: list[str]
+    name: str,
+    args: argparse.Namespace,
+    model_cfg: dict[str, Any],
+    train_fields: list[str],
+    from_data: tuple[str, ...] = (),
 ) -> int:
-    """The training run that ``zoo train NAME`` (a registry entry or a user's net) parsed."""
+    """The training run that ``zoo train NAME`` (a registry entry or a user's net) parsed;
+    ``from_data``: the training fields left to the defaults for the data's size."""
     values = vars(args)
     train_cfg = TrainConfig(
         **{k: values[k] for k in train_fields},
@@ -273,6 +289,7 @@ def _train(
         train_cfg,
         plots=not args.no_plots,
         data_options=_data_options(args),
+        train_from_data=from_data,
     )
 
 

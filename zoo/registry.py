@@ -153,7 +153,9 @@ def from_module(
     deterministic, point-estimated, and are named in a warning and in the pruning report.
     ``net`` itself is never changed: the model holds a copy, and its current weights are the
     guide's initial means (so a pretrained net starts where it is).  Training defaults:
-    :data:`zoo.models.custom.TRAIN_DEFAULTS`.
+    :data:`zoo.models.custom.TRAIN_DEFAULTS`; with the log-uniform prior, the KL off for the
+    first third of the epochs and more epochs on small data
+    (:func:`zoo.models.custom.train_defaults_for_data`, docs/own-model.md).
 
     :param net: an ``nn.Module``; or a function building one, called with the data's
         :class:`~zoo.data.DataInfo` if it takes an argument; or a reference to such a function,

@@ -80,6 +80,12 @@ class Hooks:
         that depend on the model's configuration and replace those of ``train_defaults`` (the
         VAE's score-function estimators need a smaller learning rate than its reparameterized
         one); read them through :meth:`ModelSpec.training_defaults`.
+    :param train_defaults_for_data: ``(config, num_train, given) -> Mapping``, fields that
+        depend on the number of training examples as well (and may depend on ``given``, the
+        fields a caller sets, say its ``num_epochs``), applied after ``train_defaults_for``
+        when the data are known (:func:`zoo.fit`, ``zoo train``): a user's sparse-VD net
+        switches the KL on later, and trains longer on small data
+        (:func:`zoo.models.custom.train_defaults_for_data`).
 
     Evaluation and output:
 
@@ -106,6 +112,9 @@ class Hooks:
     batch_transform: Callable[..., tuple[torch.Tensor, torch.Tensor | None]] | None = None
     elbo_for: Callable[[Any, Any], str] | None = None
     train_defaults_for: Callable[[Any], Mapping[str, Any]] | None = None
+    train_defaults_for_data: Callable[[Any, int, Mapping[str, Any]], Mapping[str, Any]] | None = (
+        None
+    )
     metrics: Callable[..., dict[str, float]] | None = None
     metrics_with_extras: bool = False
     plot: Callable[..., list] | None = None
@@ -155,14 +164,24 @@ class ModelSpec:
     reference: str = ""
     hooks: Hooks = field(default_factory=Hooks)
 
-    def training_defaults(self, config: Any | None = None) -> dict[str, Any]:
+    def training_defaults(
+        self,
+        config: Any | None = None,
+        num_train: int | None = None,
+        given: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
         """The :class:`zoo.train.TrainConfig` fields for a model built with ``config`` (the
         entry's default configuration when ``None``): ``train_defaults`` updated by
-        ``hooks.train_defaults_for(config)``."""
+        ``hooks.train_defaults_for(config)``, then, given the number of training examples
+        ``num_train``, by ``hooks.train_defaults_for_data(config, num_train, given)``, then by
+        ``given``, the fields the caller sets (they win)."""
         out = dict(self.train_defaults)
+        config = self.config if config is None else config
         if self.hooks.train_defaults_for is not None:
-            out.update(self.hooks.train_defaults_for(self.config if config is None else config))
-        return out
+            out.update(self.hooks.train_defaults_for(config))
+        if num_train is not None and self.hooks.train_defaults_for_data is not None:
+            out.update(self.hooks.train_defaults_for_data(config, num_train, given or {}))
+        return {**out, **(given or {})}
 
     def __post_init__(self) -> None:
         if not dataclasses.is_dataclass(self.config) or isinstance(self.config, type):

@@ -12,9 +12,10 @@ Usage::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -216,6 +217,7 @@ def train_job(
     train_cfg: TrainConfig,
     plots: bool = True,
     data_options: Mapping[str, Any] | None = None,
+    train_from_data: Collection[str] = (),
 ) -> int:
     """``zoo train NAME``: train the registered model ``name``, or a user's net named by a
     reference (``file.py:function``, ``package.module:function``, see :func:`zoo.from_module`),
@@ -234,6 +236,9 @@ def train_job(
     :param train_cfg: the training options; its ``out_dir`` is the output folder.
     :param plots: write the family's PNGs.
     :param data_options: the file options (see :func:`load_data`).
+    :param train_from_data: fields of ``train_cfg`` replaced by the model's training defaults
+        for the data's size (:meth:`zoo.spec.ModelSpec.training_defaults`), once it is loaded:
+        the flags a user did not give.
     :returns: 0.
     """
     if is_net_reference(name):  # a user's net: zoo.from_module with the options given
@@ -249,6 +254,11 @@ def train_job(
         dataset = load_data(data, data_dir, kwargs, data_options)
         zm = create_model(name, data=dataset, guide=guide, seed=train_cfg.seed, **model_cfg)
     guide = zm.guide_name
+    if train_from_data:  # e.g. a sparse-VD net on small data trains longer
+        given = {k: v for k, v in vars(train_cfg).items() if k not in train_from_data}
+        sized = zm.spec.training_defaults(zm.config, dataset.num_train, given)
+        sized = {k: v for k, v in sized.items() if k in train_from_data}
+        train_cfg = dataclasses.replace(train_cfg, **sized)
     # under torchrun only rank 0 reports and writes; the others train and leave
     main = not train_cfg.distributed or os.environ.get("RANK", "0") == "0"
     if main:  # the settings were checked as the model was built: nothing is made before

@@ -25,12 +25,13 @@ Usage::
 from __future__ import annotations
 
 import copy
+import dataclasses
 import importlib
 import importlib.util
 import inspect
+import math
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -45,6 +46,8 @@ from zoo.spec import ModelSpec
 
 __all__ = [
     "FAMILY",
+    "SMALL_DATA",
+    "SMALL_DATA_EXAMPLES",
     "TRAIN_DEFAULTS",
     "ModuleConfig",
     "bayesian_layers",
@@ -57,6 +60,7 @@ __all__ = [
     "module_spec",
     "net_factory",
     "net_reference",
+    "train_defaults_for_data",
 ]
 
 #: The family name of every model :func:`zoo.from_module` builds.
@@ -64,11 +68,62 @@ FAMILY = "custom"
 
 #: Training defaults of a user's net: Adam at 1e-3, batch 100, and the KL term switched on
 #: linearly over the first 5 epochs (without a warm-up sparse VD prunes everything before the
-#: net has learned anything, Molchanov et al. 2017).
+#: net has learned anything, Molchanov et al. 2017).  A net with the log-uniform prior trains
+#: by :func:`train_defaults_for_data` instead (longer on small data, the KL on later).
 TRAIN_DEFAULTS = {"num_epochs": 30, "batch_size": 100, "lr": 1e-3, "kl_warmup_end": 5}
 
+#: Examples a sparse-VD run passes at least (3000 steps of 100), whatever its epochs.
+SMALL_DATA_EXAMPLES = 300_000
+#: Training examples below which that takes more than 30 epochs: small data.
+SMALL_DATA = SMALL_DATA_EXAMPLES // 30
 
-@dataclass(frozen=True)
+
+def train_defaults_for_data(
+    config: ModuleConfig, num_train: int, given: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Training defaults of a user's net with the log-uniform prior (sparse VD), which depend
+    on the number of training examples (``{}`` for the other priors: :data:`TRAIN_DEFAULTS`):
+    ``E = max(30, ceil(300000 / num_train))`` epochs (at least :data:`SMALL_DATA_EXAMPLES`
+    examples, 3000 steps of 100: more than 30 epochs below :data:`SMALL_DATA` examples), with
+    the KL term off (``beta = 0``: the means pretrained as a plain net's) for the first third
+    of the epochs, ramped linearly over the second third, and whole over the last.  When the
+    caller sets ``num_epochs`` (in ``given``, the fields it sets), the thirds are of those
+    epochs; when it sets either end of the warm-up, the warm-up is its own.
+
+    Why: with :data:`TRAIN_DEFAULTS` on small data (30 epochs of a few dozen steps, the KL on
+    over the first 5) the KL reached full weight after a hundred-odd steps, before the net had
+    learned the data, and sparse VD pruned what it needed: 19.2 % test accuracy against 56.3 %
+    for a plain MLP on a 10-class set of 2400 examples; with this rule 56.3 %, and within 2
+    points of the plain net on five small sets (``benchmarks/small_data.py``, docs/own-model.md).
+    Pretraining the means first is how Molchanov et al. (2017) train their larger nets.  With
+    N examples the log-likelihood weighs N against a KL that grows with the number of weights
+    kept, so at the ELBO's optimum a small data set prunes more than accuracy allows (more
+    epochs at full KL lower the accuracy further): the rule ends, in its last third, before
+    that optimum is reached.  On 10,000 and 48,000 Fashion-MNIST images too (30 epochs either
+    way) the thirds gave a higher validation and test accuracy than the 5-epoch warm-up (83.6
+    against 81.9 %, seeds 0-2; 87.3 against 86.3 %, seeds 0-1), at a lower sparsity (96.1
+    against 97.8 %, 83.4 against 90.2 %): pass ``kl_warmup_end=5`` for the former, more
+    compressed recipe.
+
+    Usage::
+
+        train_defaults_for_data(ModuleConfig(), 2400)
+        # {'num_epochs': 125, 'kl_warmup_start': 42, 'kl_warmup_end': 83}
+        train_defaults_for_data(ModuleConfig(), 60000)
+        # {'num_epochs': 30, 'kl_warmup_start': 10, 'kl_warmup_end': 20}
+    """
+    if config.prior != "loguniform":
+        return {}
+    given = given or {}
+    least = math.ceil(SMALL_DATA_EXAMPLES / max(num_train, 1))
+    epochs = given.get("num_epochs") or max(TRAIN_DEFAULTS["num_epochs"], least)
+    out: dict[str, Any] = {"num_epochs": epochs}
+    if "kl_warmup_start" not in given and "kl_warmup_end" not in given:  # else the caller's
+        out.update(kl_warmup_start=round(epochs / 3), kl_warmup_end=round(2 * epochs / 3))
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
 class ModuleConfig(WeightConfig):
     """Configuration of a user's Bayesian net (and :class:`~zoo.models.bnn.WeightConfig`'s).
 
@@ -284,7 +339,7 @@ def module_spec(
         dataset="",
         train_defaults=TRAIN_DEFAULTS,
         reference=REFERENCE,
-        hooks=HOOKS,
+        hooks=dataclasses.replace(HOOKS, train_defaults_for_data=train_defaults_for_data),
     )
 
 

@@ -107,8 +107,8 @@ class Trainer:
     :param data: a :class:`~zoo.data.Dataset`, or a tensor of inputs (with labels ``y``).
     :param y: labels when ``data`` is a tensor.
     :param config: a :class:`TrainConfig`; the entry's training defaults for ``zm.config``
-        (:meth:`~zoo.spec.ModelSpec.training_defaults`) on top of the dataclass defaults
-        when omitted.
+        and the data's size (:meth:`~zoo.spec.ModelSpec.training_defaults`) on top of the
+        dataclass defaults when omitted.
     :param on_epoch: called with ``zm`` (in eval mode, without gradients) at the end of every
         epoch; the metrics it returns join that epoch's history row.
     :param overrides: :class:`TrainConfig` fields replacing those of ``config``.
@@ -160,7 +160,7 @@ class Trainer:
             )
         data = as_dataset(data, y)
         if config is None:
-            config = TrainConfig(**{**zm.spec.training_defaults(zm.config), **overrides})
+            config = TrainConfig(**zm.spec.training_defaults(zm.config, data.num_train, overrides))
         elif overrides:
             config = dataclasses.replace(config, **overrides)
         check_compatible(zm, data)
@@ -586,8 +586,8 @@ def fit(
     :param data: a :class:`~zoo.data.Dataset`, or a tensor of inputs (with labels ``y``).
     :param y: labels when ``data`` is a tensor.
     :param config: a :class:`TrainConfig`; the entry's training defaults for ``zm.config``
-        (:meth:`~zoo.spec.ModelSpec.training_defaults`) on top of the dataclass defaults
-        when omitted.
+        and the data's size (:meth:`~zoo.spec.ModelSpec.training_defaults`) on top of the
+        dataclass defaults when omitted.
     :param on_epoch: called with ``zm`` (in eval mode, without gradients) at the end of every
         epoch; the metrics it returns join that epoch's history row (e.g. training-set accuracy).
     :param overrides: :class:`TrainConfig` fields replacing those of ``config``.
