@@ -4,9 +4,19 @@
 no entries: it holds the parts of a user's net that :func:`zoo.from_module` puts together.
 """
 
-from zoo.models import attention, bnn, custom, ppca, vae, weights
+from zoo.models import attention, bnn, custom, ppca, shrink, structured, vae, weights
 
 #: The family modules, each with a ``SPECS`` tuple of :class:`zoo.spec.ModelSpec`.
-FAMILIES = (attention, bnn, ppca, vae)
+FAMILIES = (attention, bnn, ppca, structured, vae)
 
-__all__ = ["FAMILIES", "attention", "bnn", "custom", "ppca", "vae", "weights"]
+__all__ = [
+    "FAMILIES",
+    "attention",
+    "bnn",
+    "custom",
+    "ppca",
+    "shrink",
+    "structured",
+    "vae",
+    "weights",
+]
