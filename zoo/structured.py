@@ -281,14 +281,17 @@ def _kl_truncated_lognormal_loguniform(
 
 
 class _StructuredLayer:
-    """Mixin for the swapped layer classes; ``unit_noise`` is a ``PyroSample`` set by SBP."""
+    """Mixin for the swapped layer classes: ``unit_noise`` (on the ``_zoo_units`` outputs) and
+    ``input_noise`` (on the ``_zoo_inputs`` input features) are ``PyroSample`` set by SBP; a
+    count of 0 means no such noise."""
 
     _zoo_prior: SBP
-    _zoo_units: int
+    _zoo_units: int = 0
+    _zoo_inputs: int = 0
 
 
-def _noise(layer: nn.Module, out: torch.Tensor, feature_dim: int) -> torch.Tensor:
-    noise = layer.unit_noise
+def _noise(layer: nn.Module, out: torch.Tensor, feature_dim: int, site: str = "unit_noise"):
+    noise = getattr(layer, site)
     handler = lrt.active()
     q = None if handler is None else handler.posterior(noise)
     if q is not None and hasattr(q, "dropout_input"):
@@ -299,10 +302,14 @@ def _noise(layer: nn.Module, out: torch.Tensor, feature_dim: int) -> torch.Tenso
 
 
 class StructuredLinear(PyroModule[nn.Linear], _StructuredLayer):
-    """``nn.Linear`` whose output neurons are multiplied by ``unit_noise`` (SBP)."""
+    """``nn.Linear`` whose output neurons are multiplied by ``unit_noise``, and (the first
+    ``Linear`` layer, with ``SBP(inputs=True)``) its input features by ``input_noise`` (SBP)."""
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        return _noise(self, nn.Linear.forward(self, input), -1)
+        if self._zoo_inputs:
+            input = _noise(self, input, -1, "input_noise")
+        out = nn.Linear.forward(self, input)
+        return _noise(self, out, -1) if self._zoo_units else out
 
 
 class StructuredConv1d(PyroModule[nn.Conv1d], _StructuredLayer):
@@ -334,21 +341,27 @@ _STRUCTURED = {
 }
 
 
-def _noise_prior(module: nn.Module) -> dist.Distribution:
+def _noise_prior(module: nn.Module, units: int | None = None) -> dist.Distribution:
     prior = module._zoo_prior
-    noise = TruncatedLogUniform(
-        prior.low, prior.high, (module._zoo_units,), anchor=module._zoo_anchor
+    units = module._zoo_units if units is None else units
+    return TruncatedLogUniform(prior.low, prior.high, (units,), anchor=module._zoo_anchor).to_event(
+        1
     )
-    return noise.to_event(1)
+
+
+def _input_prior(module: nn.Module) -> dist.Distribution:
+    return _noise_prior(module, module._zoo_inputs)
 
 
 @dataclass(frozen=True)
 class UnitSite:
-    """One layer's unit-noise site: its name, number of units and layer."""
+    """One noise site: its name, number of units, layer, and whether it is on the layer's
+    outputs (``"out"``, ``unit_noise``) or on its input features (``"in"``, ``input_noise``)."""
 
     name: str
     units: int
     module: nn.Module
+    where: str = "out"
 
     @property
     def kind(self) -> str:
@@ -357,12 +370,17 @@ class UnitSite:
 
 
 def unit_sites(net: nn.Module) -> list[UnitSite]:
-    """The unit-noise sites of ``net`` (after :meth:`SBP.apply_`), in module order."""
-    return [
-        UnitSite(f"{m._pyro_name}.unit_noise" if m._pyro_name else "unit_noise", m._zoo_units, m)
-        for m in net.modules()
-        if isinstance(m, _StructuredLayer)
-    ]
+    """The noise sites of ``net`` (after :meth:`SBP.apply_`), in module order, a layer's
+    ``input_noise`` before its ``unit_noise``."""
+    sites = []
+    for m in net.modules():
+        if isinstance(m, _StructuredLayer):
+            prefix = f"{m._pyro_name}." if m._pyro_name else ""
+            if m._zoo_inputs:
+                sites.append(UnitSite(f"{prefix}input_noise", m._zoo_inputs, m, "in"))
+            if m._zoo_units:
+                sites.append(UnitSite(f"{prefix}unit_noise", m._zoo_units, m, "out"))
+    return sites
 
 
 @dataclass(frozen=True)
@@ -374,10 +392,14 @@ class SBP(Prior):
 
     :param low: ``a``, the log of the smallest noise value (-20 in the paper).
     :param high: ``b``, the log of the largest (0 in the paper).
+    :param inputs: also put noise on the input features of the net's first ``Linear`` layer
+        (the pixels of an MLP, the flattened conv features of LeNet-5), as the paper does:
+        its LeNet-500-300 keeps 245 of 784 pixels.
     """
 
     low: float = -20.0
     high: float = 0.0
+    inputs: bool = False
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.low) and math.isfinite(self.high) and self.low < self.high):
@@ -405,18 +427,27 @@ class SBP(Prior):
                     f"{layer_type(net)} has a single Linear/ConvNd layer, whose outputs are the "
                     "net's: SBP has no hidden unit to prune (pass layers= to choose it anyway)"
                 )
-        targets = [(m, layer_type(m)) for _, m in chosen]
+        has_linear = any(type(m) is nn.Linear for m in net.modules())
+        linears = select_layers(net, nn.Linear) if self.inputs and has_linear else []
+        first = linears[0][1] if linears else None
+        targets = {id(m): (m, True) for _, m in chosen}
+        if first is not None and id(first) not in targets:
+            targets[id(first)] = (first, False)
         to_pyro_module_(net)
-        for m, kind in targets:
-            m.__class__ = _STRUCTURED[kind]
+        for m, outputs in targets.values():
+            m.__class__ = _STRUCTURED[layer_type(m)]
             m.register_buffer(
                 "_zoo_anchor",
                 torch.zeros((), dtype=m.weight.dtype, device=m.weight.device),
                 persistent=False,
             )
             m._zoo_prior = self
-            m._zoo_units = int(m.weight.shape[0])
-            m.unit_noise = PyroSample(_noise_prior)
+            if outputs:
+                m._zoo_units = int(m.weight.shape[0])
+                m.unit_noise = PyroSample(_noise_prior)
+            if m is first:
+                m._zoo_inputs = int(m.weight.shape[1])
+                m.input_noise = PyroSample(_input_prior)
         others = [
             f"{n} ({layer_type(m)})"
             for n, m in deterministic_layers(net)

@@ -170,13 +170,39 @@ def test_guide_masks_prune_by_snr():
     """log alpha = -2 log SNR; a unit is kept iff SNR >= 1 (threshold 0)."""
     pyro.clear_param_store()
     guide = SBPGuide(_sbp_mlp())
-    with torch.no_grad():
-        guide.sites[0].loc.copy_(torch.linspace(-20, 0, 20))
-        guide.sites[0].log_sigma.fill_(0.5)
+    guide.sites[0].set_(torch.linspace(-20, 0, 20), 0.5)
     q = guide.posterior("net.1.unit_noise").base_dist
     snr = q.mean / q.variance.sqrt()
     assert torch.equal(guide.masks()["net.1.unit_noise"], snr >= 1)
     assert 0 < int(guide.masks()["net.1.unit_noise"].sum()) < 20
+
+
+def test_lr_scale_moves_the_noise_parameters_faster_under_adam():
+    """The same mu and log sigma; one Adam step moves them lr_scale times as far (Adam's first
+    step is lr * sign(grad) in the stored parameter)."""
+    pyro.clear_param_store()
+    moved = []
+    for scale in (1.0, 10.0):
+        guide = SBPGuide(_sbp_mlp(), init_loc=-1.0, init_log_sigma=-1.0, lr_scale=scale)
+        site = guide.sites[0]
+        assert torch.allclose(site.loc, torch.full((20,), -1.0))
+        opt = torch.optim.Adam(site.parameters(), lr=1e-3)
+        sbp_kl(site.distribution().base_dist).sum().backward()
+        opt.step()
+        moved.append((site.log_sigma.detach() + 1.0).abs().mean().item())
+    assert moved[1] == pytest.approx(10 * moved[0], rel=1e-3)
+
+
+def test_input_noise_goes_on_the_first_linear_layer():
+    net = nn.Sequential(
+        nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(36, 8), nn.ReLU(), nn.Linear(8, 2)
+    )
+    SBP(inputs=True).apply_(net)
+    assert [(s.name, s.units, s.where) for s in unit_sites(net)] == [
+        ("0.unit_noise", 4, "out"),
+        ("2.input_noise", 36, "in"),
+        ("2.unit_noise", 8, "out"),
+    ]
 
 
 def test_sbp_refuses_a_single_layer_and_a_second_application():

@@ -30,7 +30,7 @@ import copy
 import torch
 from torch import nn
 
-__all__ = ["LAYERS", "PASS_THROUGH", "mask_units", "prunable_layers", "shrink"]
+__all__ = ["LAYERS", "PASS_THROUGH", "KeepFeatures", "mask_units", "prunable_layers", "shrink"]
 
 #: The layer types whose output units can be removed.
 LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -92,26 +92,48 @@ def prunable_layers(net: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(n, m) for n, m in _leaves(net) if isinstance(m, LAYERS)]
 
 
-def _check_masks(net: nn.Module, masks: dict[str, torch.Tensor]) -> None:
+class KeepFeatures(nn.Module):
+    """``x[..., index]``: the input features a shrunk ``Linear`` layer still reads."""
+
+    def __init__(self, index: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("index", index.clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.index_select(-1, self.index)
+
+
+def _check_masks(net: nn.Module, masks: dict[str, torch.Tensor], dim: int = 0) -> None:
     layers = dict(prunable_layers(net))
+    what = "output units" if dim == 0 else "input features"
     for name, mask in masks.items():
         if name not in layers:
             raise ValueError(f"no Linear/ConvNd layer {name!r} in the net; it has {sorted(layers)}")
-        units = layers[name].weight.shape[0]
+        if dim == 1 and not isinstance(layers[name], nn.Linear):
+            raise ValueError(f"input masks are for Linear layers; {name!r} is not one")
+        units = layers[name].weight.shape[dim]
         if mask.dtype != torch.bool or tuple(mask.shape) != (units,):
             raise ValueError(
-                f"the mask of layer {name!r} must be a bool tensor of its {units} output units, "
+                f"the mask of layer {name!r} must be a bool tensor of its {units} {what}, "
                 f"got {mask.dtype} of shape {tuple(mask.shape)}"
             )
 
 
 @torch.no_grad()
-def mask_units(net: nn.Module, masks: dict[str, torch.Tensor]) -> nn.Module:
+def mask_units(
+    net: nn.Module,
+    masks: dict[str, torch.Tensor],
+    input_masks: dict[str, torch.Tensor] | None = None,
+) -> nn.Module:
     """A copy of ``net`` whose pruned units have zero weights and biases (same shapes).
 
     :param masks: qualified layer name -> bool tensor, ``True`` for the output units kept.
+    :param input_masks: ``Linear`` layer name -> bool tensor, ``True`` for the input features
+        kept (the others' weight columns are zeroed).
     """
+    input_masks = input_masks or {}
     _check_masks(net, masks)
+    _check_masks(net, input_masks, dim=1)
     out = copy.deepcopy(net)
     layers = dict(prunable_layers(out))
     for name, mask in masks.items():
@@ -119,6 +141,8 @@ def mask_units(net: nn.Module, masks: dict[str, torch.Tensor]) -> nn.Module:
         layer.weight[~mask.to(layer.weight.device)] = 0.0
         if layer.bias is not None:
             layer.bias[~mask.to(layer.bias.device)] = 0.0
+    for name, mask in input_masks.items():
+        layers[name].weight[:, ~mask.to(layers[name].weight.device)] = 0.0
     return out.eval()
 
 
@@ -158,19 +182,39 @@ def _input_keep(name: str, layer: nn.Module, keep: torch.Tensor, flattened: bool
     return keep
 
 
+def _select_inputs(
+    layer: nn.Module, cols: torch.Tensor | None, mask: torch.Tensor
+) -> tuple[nn.Module, torch.Tensor]:
+    """The :class:`KeepFeatures` that picks, among the features arriving (``cols`` of the
+    layer's inputs, all when ``None``), those ``mask`` keeps; and the columns kept."""
+    mask = mask.to(layer.weight.device)
+    arriving = torch.ones_like(mask) if cols is None else cols.to(mask.device)
+    index = torch.nonzero(mask[arriving]).flatten()
+    return KeepFeatures(index), arriving & mask
+
+
 @torch.no_grad()
-def shrink(net: nn.Module, masks: dict[str, torch.Tensor]) -> nn.Sequential:
+def shrink(
+    net: nn.Module,
+    masks: dict[str, torch.Tensor],
+    input_masks: dict[str, torch.Tensor] | None = None,
+) -> nn.Sequential:
     """A smaller copy of ``net`` without the pruned units, as a flat ``nn.Sequential``.
 
     Its outputs equal :func:`mask_units`'s (``tests/zoo/models/test_shrink.py``: to 1e-5).
+    A ``Linear`` layer with an input mask reads its kept features through a
+    :class:`KeepFeatures` (an index) placed before it.
 
     :param net: a plain (nested) ``nn.Sequential`` of ``Linear``/``ConvNd`` layers and the
         modules of :data:`PASS_THROUGH` and ``Flatten`` between them.
     :param masks: qualified layer name -> bool tensor, ``True`` for the output units kept.
+    :param input_masks: ``Linear`` layer name -> bool tensor, ``True`` for the inputs kept.
     :raises ValueError: naming the module when ``net`` is not a ``Sequential``, a mask does not
         fit its layer, or a module after a pruned layer cannot pass the pruning on.
     """
+    input_masks = input_masks or {}
     _check_masks(net, masks)
+    _check_masks(net, input_masks, dim=1)
     leaves = _leaves(net)
     last = max((i for i, (_, m) in enumerate(leaves) if isinstance(m, LAYERS)), default=-1)
     keep: torch.Tensor | None = None  # units kept of the current activation, None: all
@@ -179,6 +223,9 @@ def shrink(net: nn.Module, masks: dict[str, torch.Tensor]) -> nn.Sequential:
     for i, (name, module) in enumerate(leaves):
         if isinstance(module, LAYERS):
             cols = None if keep is None else _input_keep(name, module, keep, flattened)
+            if name in input_masks:
+                select, cols = _select_inputs(module, cols, input_masks[name])
+                modules.append(select)
             mask = masks.get(name)
             if i == last and mask is not None:  # the net's outputs: zeroed, never removed
                 module = mask_units(nn.Sequential(module), {"0": mask})[0]

@@ -66,32 +66,51 @@ class StructuredConfig(BNNConfig):
 
     :param sbp_low: ``a``, log of the noise's lower bound.
     :param sbp_high: ``b``, log of its upper bound.
+    :param sbp_inputs: noise on the first ``Linear`` layer's inputs too (:class:`SBP`).
     :param init_log_sigma: the guide's initial ``log sigma``.
+    :param lr_scale: how much faster the guide's parameters move than the weights
+        (:class:`guides.structured.SBPGuide`).
     """
 
     prior: str = "sbp"
     threshold: float = SBP_THRESHOLD
     sbp_low: float = -20.0
     sbp_high: float = 0.0
+    sbp_inputs: bool = True
     init_log_sigma: float = -5.0
+    lr_scale: float = 10.0
 
     PRIOR_CHOICES: ClassVar[tuple[str, ...]] = ("sbp",)
 
     def make_prior(self) -> Prior:
-        return SBP(self.sbp_low, self.sbp_high)
+        return SBP(self.sbp_low, self.sbp_high, inputs=self.sbp_inputs)
+
+
+_SUFFIX = {"out": "unit_noise", "in": "input_noise"}
 
 
 def _layer_name(site_name: str, net_prefix: str = "net.") -> str:
-    return site_name.removeprefix(net_prefix).removesuffix(".unit_noise").removesuffix("unit_noise")
+    name = site_name.removeprefix(net_prefix)
+    for suffix in _SUFFIX.values():
+        name = name.removesuffix(f".{suffix}").removesuffix(suffix)
+    return name
+
+
+def _split(values: dict[str, torch.Tensor], where: str) -> dict[str, torch.Tensor]:
+    suffix = _SUFFIX[where]
+    return {_layer_name(k): v for k, v in values.items() if k.endswith(suffix)}
 
 
 @local_params()
 @torch.no_grad()
-def unit_masks(zm: ZooModel, threshold: float | None = None) -> dict[str, torch.Tensor]:
-    """Layer name (in the plain net) -> bool tensor of the output units kept (SNR >= 1)."""
+def unit_masks(
+    zm: ZooModel, threshold: float | None = None, where: str = "out"
+) -> dict[str, torch.Tensor]:
+    """Layer name (in the plain net) -> bool tensor of the units kept (SNR >= 1): its output
+    units (``where="out"``) or, for a ``Linear`` layer with input noise, its inputs (``"in"``)."""
     threshold = zm.config.threshold if threshold is None else threshold
     masks = weight_guide(zm).masks(threshold)
-    return {_layer_name(k): v.cpu() for k, v in masks.items()}
+    return {k: v.cpu() for k, v in _split(masks, where).items()}
 
 
 @local_params()
@@ -101,12 +120,14 @@ def folded_state_dict(zm: ZooModel, threshold: float | None = None) -> dict[str,
     and bias: the masked mean net (pruned units all zero)."""
     threshold = zm.config.threshold if threshold is None else threshold
     state = {k: v.detach().clone() for k, v in zm.model.net.state_dict().items()}
-    for site, scale in weight_guide(zm).mean_weights(threshold).items():
-        layer = _layer_name(site)
+    means = weight_guide(zm).mean_weights(threshold)
+    for layer, scale in _split(means, "out").items():
         weight = state[f"{layer}.weight"]
         state[f"{layer}.weight"] = weight * scale.reshape(-1, *([1] * (weight.dim() - 1)))
         if f"{layer}.bias" in state:
             state[f"{layer}.bias"] = state[f"{layer}.bias"] * scale
+    for layer, scale in _split(means, "in").items():
+        state[f"{layer}.weight"] = state[f"{layer}.weight"] * scale  # (out, in) * (in,)
     return state
 
 
@@ -123,7 +144,8 @@ def export_shrunk(zm: ZooModel, threshold: float | None = None) -> nn.Module:
 
     :raises ValueError: when the architecture cannot be shrunk (the message names the layer).
     """
-    return shrink(masked_net(zm, threshold), unit_masks(zm, threshold))
+    masks, inputs = unit_masks(zm, threshold), unit_masks(zm, threshold, "in")
+    return shrink(masked_net(zm, threshold), masks, inputs)
 
 
 def _row(layer: str, type_: str, units: str, weights: int, kept: int) -> dict:
@@ -147,11 +169,11 @@ def unit_report(zm: ZooModel, threshold: float | None = None) -> pd.DataFrame:
     gives ``compression = |W| / |W shrunk|``, the number :func:`zoo.models.bnn.metrics` reports.
     A net that :func:`export_shrunk` refuses counts only the rows of pruned units.
     """
-    masks = unit_masks(zm, threshold)
+    masks, inputs = unit_masks(zm, threshold), unit_masks(zm, threshold, "in")
     plain = masked_net(zm, threshold)
     try:
         big = prunable_layers(plain)
-        small = prunable_layers(shrink(plain, masks))
+        small = prunable_layers(shrink(plain, masks, inputs))
         kept = {n: s.weight.numel() for (n, _), (_, s) in zip(big, small, strict=True)}
     except ValueError:  # not shrinkable: the rows of the pruned units only
         big = [(n, m) for n, m in plain.named_modules() if isinstance(m, LAYERS)]
@@ -165,6 +187,8 @@ def unit_report(zm: ZooModel, threshold: float | None = None) -> pd.DataFrame:
     for name, layer in big:
         mask = masks.get(name)
         units = f"{int(mask.sum())}/{mask.numel()}" if mask is not None else "all"
+        if name in inputs:
+            units = f"inputs {int(inputs[name].sum())}/{inputs[name].numel()}, outputs {units}"
         rows.append(_row(name, type(layer).__name__, units, layer.weight.numel(), kept[name]))
     weights, kept = sum(r["weights"] for r in rows), sum(r["kept"] for r in rows)
     return pd.DataFrame([*rows, _row(TOTAL, "", "", weights, kept)])
@@ -178,8 +202,20 @@ STRUCTURED_HOOKS = dataclasses.replace(
     export=folded_state_dict,
     plot=LazyPlot("zoo.models.plots.structured"),
 )
+
+
+def _sbp_guide(config: object, model: nn.Module) -> SBPGuide:
+    # a user's net (ModuleConfig) has neither field: the registry entries' defaults
+    defaults = StructuredConfig()
+    return SBPGuide(
+        model,
+        init_log_sigma=getattr(config, "init_log_sigma", defaults.init_log_sigma),
+        lr_scale=getattr(config, "lr_scale", defaults.lr_scale),
+    )
+
+
 #: The guide of an SBP net, by name.
-GUIDES = {"sbp": lambda c, info, m: SBPGuide(m, init_log_sigma=getattr(c, "init_log_sigma", -5.0))}
+GUIDES = {"sbp": lambda c, info, m: _sbp_guide(c, m)}
 
 
 def _build(config: StructuredConfig, info: DataInfo) -> BNN:

@@ -55,6 +55,27 @@ def test_shrunk_lenet5_removes_channels_and_their_flattened_features():
     assert _widths(small) == [(c1, 1), (c2, c1), (f1, 16 * c2), (10, f1)]
 
 
+@pytest.mark.parametrize("arch", ["mlp", "lenet5"])
+def test_input_masks_select_the_features_a_linear_layer_reads(arch):
+    """An input mask on the first Linear layer (pixels of the MLP, flattened conv features of
+    LeNet-5, on top of conv2's channel mask) becomes a KeepFeatures index before it."""
+    torch.manual_seed(0)
+    net = build_net(BNNConfig(arch=arch), FASHION)
+    first = "1" if arch == "mlp" else "7"
+    outs = ["1", "3"] if arch == "mlp" else ["0", "3", "7"]
+    masks = _random_masks(net, outs)
+    inputs = {first: torch.rand(dict(net.named_modules())[first].in_features) < 0.5}
+    small = shrink(net, masks, inputs)
+    x = torch.randn(16, 1, 28, 28)
+    torch.testing.assert_close(small(x), mask_units(net, masks, inputs)(x), atol=1e-5, rtol=0)
+    linear = next(m for m in small if isinstance(m, nn.Linear))
+    if arch == "mlp":
+        assert linear.in_features == int(inputs[first].sum())
+    else:  # the features of conv2's kept channels that the input mask keeps too
+        channels = masks["3"].repeat_interleave(16)
+        assert linear.in_features == int((channels & inputs[first]).sum())
+
+
 def test_a_pruned_output_layer_is_zeroed_not_removed():
     net = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3))
     masks = {"0": torch.tensor([True, False, True, True, False]), "2": torch.tensor([1, 0, 1]) > 0}
@@ -103,11 +124,12 @@ def test_modules_before_the_first_pruned_layer_are_kept_as_they_are():
 def _train_a_little(zm, x, y, **kw):
     zoo.fit(zm, x, y, num_epochs=2, batch_size=50, lr=1e-2, progress=False, **kw)
     # force a mix of kept and pruned units in every layer (training this short prunes few)
-    with torch.no_grad():
-        for site in zm.guide.sites:
-            gen = torch.Generator().manual_seed(len(site.loc))
-            drop = torch.rand(len(site.loc), generator=gen) < 0.5
-            site.loc[drop], site.log_sigma[drop] = -15.0, 2.0  # broad: SNR < 1
+    for site in zm.guide.sites:
+        gen = torch.Generator().manual_seed(len(site.loc))
+        drop = torch.rand(len(site.loc), generator=gen) < 0.5
+        loc, log_sigma = site.loc.detach().clone(), site.log_sigma.detach().clone()
+        loc[drop], log_sigma[drop] = -15.0, 2.0  # broad: SNR < 1
+        site.set_(loc, log_sigma)
 
 
 def test_trained_sbp_mlp_export_equals_the_mean_net():
@@ -121,10 +143,11 @@ def test_trained_sbp_mlp_export_equals_the_mean_net():
     torch.testing.assert_close(small(x), expected, atol=1e-5, rtol=0)
     torch.testing.assert_close(masked_net(zm)(x), expected, atol=1e-5, rtol=0)
     kept = [int(m.sum()) for m in unit_masks(zm).values()]
-    assert 0 < kept[0] < 300 and 0 < kept[1] < 100
+    pixels = int(unit_masks(zm, where="in")["1"].sum())
+    assert 0 < kept[0] < 300 and 0 < kept[1] < 100 and 0 < pixels < 784
     report = unit_report(zm)
     dense = 784 * 300 + 300 * 100 + 100 * 10
-    shrunk = 784 * kept[0] + kept[0] * kept[1] + kept[1] * 10
+    shrunk = pixels * kept[0] + kept[0] * kept[1] + kept[1] * 10
     assert report.iloc[-1]["compression"] == pytest.approx(dense / shrunk)
     assert zm.evaluate(x, y)["compression"] == pytest.approx(dense / shrunk)
 
@@ -137,6 +160,7 @@ def test_trained_sbp_lenet5_export_equals_the_mean_net():
     small = export_shrunk(zm)
     torch.testing.assert_close(small(x), mean_net_outputs(zm, x), atol=1e-5, rtol=0)
     assert len(unit_masks(zm)) == 3  # conv1, conv2, fc1; not the output layer
+    assert list(unit_masks(zm, where="in")) == ["7"]  # fc1's 800 flattened features
 
 
 def test_from_module_takes_the_sbp_prior_and_guide():
