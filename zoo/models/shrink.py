@@ -224,8 +224,10 @@ def shrink(
         if isinstance(module, LAYERS):
             cols = None if keep is None else _input_keep(name, module, keep, flattened)
             if name in input_masks:
-                select, cols = _select_inputs(module, cols, input_masks[name])
-                modules.append(select)
+                select, both = _select_inputs(module, cols, input_masks[name])
+                if select.index.numel() < (module.in_features if cols is None else int(cols.sum())):
+                    modules.append(select)  # an index that keeps everything costs time for nothing
+                cols = both
             mask = masks.get(name)
             if i == last and mask is not None:  # the net's outputs: zeroed, never removed
                 module = mask_units(nn.Sequential(module), {"0": mask})[0]
