@@ -32,10 +32,13 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import dataclasses
 import statistics
 import time
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -87,12 +90,21 @@ VARIANTS = (
 BATCHES = (1, 64, 1000)
 
 
+@contextlib.contextmanager
+def _csr_is_beta() -> Iterator[None]:
+    # torch warns that CSR support is in beta at every CSR tensor it builds or loads; we know
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        yield
+
+
 class SparseLinear(nn.Module):
     """``y = x W^T + b`` with ``W`` a ``torch.sparse`` CSR matrix (``torch.sparse.mm``)."""
 
     def __init__(self, layer: nn.Linear) -> None:
         super().__init__()
-        self.weight = layer.weight.detach().to_sparse_csr()
+        with _csr_is_beta():
+            self.weight = layer.weight.detach().to_sparse_csr()
         self.bias = None if layer.bias is None else layer.bias.detach()[:, None]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -143,7 +155,7 @@ def latency(
             for net in nets.values():  # warm-up: allocator, kernels, caches
                 for _ in range(3):
                     net(xb)
-            reps = max(min_reps, int(2000 / batch))
+            reps = min_reps * max(1, round(100 / batch))  # short calls: more of them
             times: dict[str, list[float]] = {k: [] for k in nets}
             order = list(nets)
             for rep in range(reps):
@@ -299,7 +311,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--eval-every", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--batches", type=int, nargs="+", default=list(BATCHES))
     parser.add_argument(
-        "--min-reps", type=int, default=20, help="timed forwards per variant (at least)"
+        "--min-reps",
+        type=int,
+        default=20,
+        help="timed forwards per variant at batch >= 100 (more for smaller batches)",
     )
     parser.add_argument(
         "--latency-only",
@@ -335,7 +350,8 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> pd.DataFrame:
     for net in args.nets:
         path = saved / f"{net}.pt"
         if args.latency_only:
-            nets, facts = torch.load(path, weights_only=False)
+            with _csr_is_beta():
+                nets, facts = torch.load(path, weights_only=False)
         else:
             nets, facts, report = _train_all(net, data, args, out)
             torch.save((nets, facts), path)
