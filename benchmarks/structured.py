@@ -183,7 +183,7 @@ def units_kept(net: nn.Module) -> str:
 
 def train_sbp(net: str, data, dense: nn.Module, args, out: Path):
     """SBP fine-tuned from the dense net: the entry's weights start at the dense ones."""
-    zm = create_model(f"{net}-sbp", data=data, seed=args.seed)
+    zm = create_model(f"{net}-sbp", data=data, seed=args.seed, lr_scale=args.sbp_lr_scale)
     zm.model.net.load_state_dict(dense.state_dict())
     config = TrainConfig(
         num_epochs=args.num_epochs,
@@ -307,6 +307,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--dense-epochs", type=int, default=10, help="the dense pretraining")
     parser.add_argument("--num-epochs", type=int, default=10, help="each fine-tuning's epochs")
     parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument(
+        "--sbp-lr-scale",
+        type=float,
+        default=10.0,
+        help="how much faster SBP's noise parameters move than the weights (SBPGuide)",
+    )
     parser.add_argument("--test-subset", type=int, default=None, help="first N test examples")
     parser.add_argument("--eval-every", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--batches", type=int, nargs="+", default=list(BATCHES))
@@ -383,13 +389,17 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> pd.DataFrame:
 
 
 def _notes(args: argparse.Namespace) -> str:
+    subset = (
+        "" if args.train_subset is None else f" on the first {args.train_subset} training images"
+    )
     return (
-        f"Budget: the dense net trains {args.dense_epochs} epochs; sparse VD and SBP each "
+        f"Budget{subset}: the dense net trains {args.dense_epochs} epochs; sparse VD and SBP each "
         f"fine-tune it for {args.num_epochs} more (SBP's paper fine-tunes pretrained nets), and "
         f"`dense (continued)` trains it {args.num_epochs} more epochs too: the baseline with "
         "the same total training.  Sparse VD uses the recipe of `benchmarks/sparse_vd.py` "
         "(KL warm-up, linear lr decay) shortened to these epochs; SBP: Adam 1e-3, KL weight "
-        "to 1 over the first tenth.  `macs`: multiply-adds per example (sparse VD: non-zero "
+        f"to 1 over the first tenth, its noise parameters {args.sbp_lr_scale:g}x faster than "
+        "the weights (`lr_scale`).  `macs`: multiply-adds per example (sparse VD: non-zero "
         "weights only); `units_kept`: SBP's pixels-hidden-hidden (LeNet-300-100) or conv1 "
         "channels-conv2 channels-fc1 inputs-fc1 outputs (LeNet-5).  The CSR variant runs its "
         "Linear layers through `torch.sparse.mm`; LeNet-5's convolutions stay dense.\n\n"
