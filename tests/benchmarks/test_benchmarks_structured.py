@@ -23,7 +23,7 @@ def test_tiny_run_writes_the_table_the_latency_and_the_verdicts(tmp_path):
     assert lenet5["units_kept"] == "20-50-800-500" and lenet5["macs"] == 2293000
     speed = pd.read_csv(tmp_path / "structured_latency.csv")
     assert set(speed["variant"]) == set(structured.VARIANTS)
-    assert (speed[["ms@1", "ms@64"]] > 0).all().all()
+    assert (speed[["ms@1", "ms@64", "cpu_x@1", "cpu_x@64"]] > 0).all().all()
     dense = speed[speed["variant"] == "dense"]
     assert (dense["x@64"] == 1.0).all()
     md = (tmp_path / "structured.md").read_text()
@@ -33,6 +33,7 @@ def test_tiny_run_writes_the_table_the_latency_and_the_verdicts(tmp_path):
     # a second call times the saved nets without training
     again = structured.main([*argv, "--latency-only"])
     assert list(again["error_%"]) == list(table["error_%"])
+    assert (tmp_path / "structured_retimed.md").exists()
 
 
 def test_sparse_linear_and_macs():
