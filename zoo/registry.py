@@ -24,7 +24,7 @@ from torch import nn
 
 from zoo.data import DataInfo, Dataset, dataset_info, from_tensors
 from zoo.likelihoods import Likelihood
-from zoo.models import FAMILIES, bnn, custom
+from zoo.models import FAMILIES, custom
 from zoo.priors import Prior
 from zoo.spec import ModelSpec, ZooModel, config_from_dict
 from zoo.util import local_params, unknown_choice
@@ -210,8 +210,8 @@ def from_module(
         "prior": prior if cfg.prior == "custom" else None,
         "likelihood": likelihood if cfg.likelihood == "custom" else None,
     }
-    if guide is not None and guide not in bnn.GUIDES:
-        raise unknown_choice("guide", guide, sorted(bnn.GUIDES))
+    if guide is not None and guide not in custom.ALL_GUIDES:
+        raise unknown_choice("guide", guide, sorted(custom.ALL_GUIDES))
     if guide == "mc-dropout" and cfg.prior == "loguniform":
         raise ValueError(
             "the mc-dropout guide puts point masses at w = 0, where the log-uniform prior has "

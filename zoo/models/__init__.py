@@ -4,9 +4,32 @@
 no entries: it holds the parts of a user's net that :func:`zoo.from_module` puts together.
 """
 
-from zoo.models import attention, bnn, bpca, custom, ppca, vae, vbpca, weights
+from zoo.models import (
+    attention,
+    bnn,
+    bpca,
+    custom,
+    ppca,
+    shrink,
+    structured,
+    vae,
+    vbpca,
+    weights,
+)
 
 #: The family modules, each with a ``SPECS`` tuple of :class:`zoo.spec.ModelSpec`.
-FAMILIES = (attention, bnn, bpca, ppca, vae)
+FAMILIES = (attention, bnn, bpca, ppca, structured, vae)
 
-__all__ = ["FAMILIES", "attention", "bnn", "bpca", "custom", "ppca", "vae", "vbpca", "weights"]
+__all__ = [
+    "FAMILIES",
+    "attention",
+    "bnn",
+    "bpca",
+    "custom",
+    "ppca",
+    "shrink",
+    "structured",
+    "vae",
+    "vbpca",
+    "weights",
+]

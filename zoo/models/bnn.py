@@ -331,7 +331,7 @@ def metrics(zm: ZooModel, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         out["mc_rmse"] = (draws.mean(0) - y).square().mean().sqrt().item()
         lp = dist.Normal(draws, sigma).log_prob(y).logsumexp(0) - math.log(draws.shape[0])
         out["mc_nll"] = -lp.mean().item()
-    report = layer_report(zm)
+    report = zm.spec.hooks.report(zm)  # the family's report: per weight, or per unit (SBP)
     total = report.iloc[-1]
     out["sparsity"] = float(total["sparsity_%"]) / 100
     out["compression"] = float(total["compression"])

@@ -40,11 +40,15 @@ from torch import nn
 from zoo.data import DataInfo
 from zoo.likelihoods import LIKELIHOODS, Bernoulli, Categorical, Likelihood, Normal, make_likelihood
 from zoo.models.bnn import BNN, GUIDES, HOOKS, PRIORS, REFERENCE, WeightConfig
+from zoo.models.structured import GUIDES as SBP_GUIDES
+from zoo.models.structured import STRUCTURED_HOOKS
 from zoo.priors import LogUniform, Prior, weight_sites
 from zoo.priors import Normal as NormalPrior
 from zoo.spec import ModelSpec
+from zoo.structured import SBP, SBP_THRESHOLD, unit_sites
 
 __all__ = [
+    "ALL_GUIDES",
     "FAMILY",
     "SMALL_DATA",
     "SMALL_DATA_EXAMPLES",
@@ -71,6 +75,8 @@ FAMILY = "custom"
 #: net has learned anything, Molchanov et al. 2017).  A net with the log-uniform prior trains
 #: by :func:`train_defaults_for_data` instead (longer on small data, the KL on later).
 TRAIN_DEFAULTS = {"num_epochs": 30, "batch_size": 100, "lr": 1e-3, "kl_warmup_end": 5}
+#: Every guide a user's net can take: the weight guides, and ``sbp`` for an SBP prior.
+ALL_GUIDES = {**GUIDES, **SBP_GUIDES}
 
 #: Examples a sparse-VD run passes at least (3000 steps of 100), whatever its epochs.
 SMALL_DATA_EXAMPLES = 300_000
@@ -245,6 +251,8 @@ def describe_prior(prior: str | Prior) -> dict[str, Any]:
         return {"prior": "normal", "prior_scale": prior.scale}
     if type(prior) is LogUniform and prior == LogUniform():
         return {"prior": "loguniform"}
+    if isinstance(prior, SBP):  # its own pruning rule, SNR < 1
+        return {"prior": "custom", "threshold": SBP_THRESHOLD}
     if isinstance(prior, Prior):
         return {"prior": "custom"}
     raise TypeError(f"prior must be 'loguniform', 'normal' or a Prior, got {type(prior).__name__}")
@@ -304,8 +312,9 @@ def build_model(
 def bayesian_layers(model: BNN) -> tuple[str, ...]:
     """Qualified names (within the user's net) of the layers ``model`` made Bayesian."""
     names = {id(m): n for n, m in model.net.named_modules()}
+    sites = [*weight_sites(model.net), *unit_sites(model.net)]
     # dict.fromkeys: a recurrent layer holds several weight sites
-    return tuple(dict.fromkeys(names[id(site.module)] for site in weight_sites(model.net)))
+    return tuple(dict.fromkeys(names[id(site.module)] for site in sites))
 
 
 def module_spec(
@@ -326,6 +335,7 @@ def module_spec(
     def build(cfg: ModuleConfig, info: DataInfo) -> BNN:
         return build_model(cfg, info, factory, prior=prior, likelihood=likelihood)
 
+    structured = isinstance(prior, SBP)
     default = "meanfield" if config.prior == "normal" else "sparse-vd"
     return ModelSpec(
         name=name,
@@ -333,13 +343,16 @@ def module_spec(
         description=f"a user's network ({config.net or 'given as an instance'})",
         config=config,
         build_model=build,
-        guides=GUIDES,
-        default_guide=default,
+        guides=ALL_GUIDES,
+        default_guide="sbp" if structured else default,
         elbo="meanfield",
         dataset="",
         train_defaults=TRAIN_DEFAULTS,
         reference=REFERENCE,
-        hooks=dataclasses.replace(HOOKS, train_defaults_for_data=train_defaults_for_data),
+        hooks=dataclasses.replace(
+            STRUCTURED_HOOKS if structured else HOOKS,
+            train_defaults_for_data=train_defaults_for_data,  # {} but for the log-uniform prior
+        ),
     )
 
 
