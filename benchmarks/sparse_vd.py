@@ -214,7 +214,8 @@ def train_sparse_vd(net: str, data, recipe: dict, args, dense: nn.Module | None,
     """
     zm = create_model(_entry(net), data=data, guide="sparse-vd", seed=args.seed)
     run_dir = out / "runs" / net
-    resume = args.resume and (run_dir / "checkpoint.pt").is_file()
+    # callers with their own flags (benchmarks.structured) may have no --resume
+    resume = getattr(args, "resume", False) and (run_dir / "checkpoint.pt").is_file()
     if dense is not None and not resume:
         # Warm start: the guide's means and the model's biases from the dense baseline.
         state = dense.state_dict()
