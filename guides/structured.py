@@ -109,6 +109,9 @@ class SBPGuide(WeightGuide):
         self.sites = PyroModule[nn.ModuleList](
             [_UnitNoise(s, init_loc, init_log_sigma, lr_scale) for s in sites]
         )
+        # every site is marked a "weight": the LRT handler skips its draw, and the layers draw
+        # their noise per example themselves (none is drawn once per minibatch)
+        self.shared_draws = frozenset()
 
     def log_alpha(self) -> dict[str, torch.Tensor]:
         """``log(Var[theta] / E[theta]^2) = -2 log SNR`` per unit and site."""
