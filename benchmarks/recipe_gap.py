@@ -37,7 +37,7 @@ import pandas as pd
 import torch
 
 from benchmarks.common import header, load_data, markdown_table, torch_threads, write_results
-from benchmarks.sparse_vd import DECAY_START, paper_recipe, train_dense
+from benchmarks.sparse_vd import DECAY_START, error_percent, paper_recipe, train_dense, warm_start
 from zoo import TrainConfig, create_model, fit
 from zoo.data import Dataset
 from zoo.models.bnn import build_net, export_pruned, layer_report
@@ -71,16 +71,6 @@ def split(data: Dataset, held_out: int) -> Dataset:
     )
 
 
-@torch.no_grad()
-def error(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    """Test error in percent of a plain network, in chunks of 2000."""
-    wrong = sum(
-        int((model(x[i : i + 2000]).argmax(-1) != y[i : i + 2000]).sum())
-        for i in range(0, len(x), 2000)
-    )
-    return 100.0 * wrong / len(x)
-
-
 def sparse_config(epochs: int, start: float, end: float, args, out: Path) -> TrainConfig:
     """The SparseVD part: Adam 1e-3, batch 100, the warm-up fractions, the paper's lr decay."""
     recipe = paper_recipe(NET, epochs, args.batch_size)
@@ -108,12 +98,7 @@ def run_variant(name: str, data: Dataset, test: Dataset, args, out: Path) -> dic
         ckpt = out / "runs" / name / "pretrain.pt"
         dense = train_dense(NET, data, recipe, args.seed, False, net, checkpoint=ckpt)
         seconds += dense["seconds"]
-        state = dense["model"].state_dict()
-        with torch.no_grad():
-            for site in zm.guide.sites:
-                site.theta.copy_(state[site.site.removeprefix("net.")])
-        biases = {k: v for k, v in state.items() if k.endswith("bias")}
-        zm.model.net.load_state_dict(biases, strict=False)
+        warm_start(zm, dense["model"])
     config = sparse_config(args.num_epochs - pre, start, end, args, out / "runs" / name)
     result = fit(zm, data, config=config)
     seconds += float(result.history["seconds"].sum())
@@ -122,8 +107,8 @@ def run_variant(name: str, data: Dataset, test: Dataset, args, out: Path) -> dic
         "variant": name,
         "dense_epochs_first": pre,
         "sparsevd_epochs": args.num_epochs - pre,
-        "val_error_%": error(pruned, data.x_test, data.y_test),
-        "test_error_%": error(pruned, test.x_test, test.y_test),
+        "val_error_%": error_percent(pruned, data.x_test, data.y_test),
+        "test_error_%": error_percent(pruned, test.x_test, test.y_test),
         "compression": float(layer_report(zm).iloc[-1]["compression"]),
         "seconds": seconds,
     }
@@ -143,8 +128,8 @@ def dense_row(data: Dataset, test: Dataset, args, out: Path) -> dict:
         "variant": "dense (PyTorch)",
         "dense_epochs_first": args.num_epochs,
         "sparsevd_epochs": 0,
-        "val_error_%": error(dense["model"], data.x_test, data.y_test),
-        "test_error_%": error(dense["model"], test.x_test, test.y_test),
+        "val_error_%": error_percent(dense["model"], data.x_test, data.y_test),
+        "test_error_%": error_percent(dense["model"], test.x_test, test.y_test),
         "compression": 1.0,
         "seconds": dense["seconds"],
     }

@@ -45,7 +45,7 @@ from benchmarks.common import (
     torch_threads,
     write_results,
 )
-from benchmarks.sparse_vd import paper_recipe, train_dense
+from benchmarks.sparse_vd import paper_recipe, train_dense, warm_start
 from zoo import TrainConfig, fit, from_module
 from zoo.models.bnn import export_pruned, layer_report
 from zoo.train import resolve_device
@@ -120,12 +120,7 @@ def train_sparse_vd(args: argparse.Namespace, data, recipe: dict, dense: nn.Modu
     """Sparse VD through :func:`zoo.from_module`; returns the model and its fit result."""
     zm = from_module(_net(args, data), data=data, prior="loguniform", guide="sparse-vd")
     if dense is not None:
-        state = dense.state_dict()
-        with torch.no_grad():
-            for site in zm.guide.sites:
-                site.theta.copy_(state[site.site.removeprefix("net.")])
-        biases = {k: v for k, v in state.items() if "bias" in k}
-        zm.model.net.load_state_dict(biases, strict=False)
+        warm_start(zm, dense)
     config = TrainConfig(
         **recipe,
         device=str(data.device),

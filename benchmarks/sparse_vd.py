@@ -140,7 +140,7 @@ def train_dense(
     seconds = before + time.perf_counter() - started - hook_seconds
     return {
         "model": model.eval(),
-        "error": _error(model, data),
+        "error": error_on_test(model, data),
         "seconds": seconds,
         "ms_per_step": 1000 * seconds / (steps * config.num_epochs),
     }
@@ -184,12 +184,30 @@ def _load_dense(
 
 
 @torch.no_grad()
-def _error(model: nn.Module, data) -> float:
+def error_percent(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """The error in percent of a plain network on ``(x, y)``, in chunks of 2000."""
     wrong = 0
-    for start in range(0, data.num_test, 2000):
-        logits = model(data.x_test[start : start + 2000])
-        wrong += int((logits.argmax(-1) != data.y_test[start : start + 2000]).sum())
-    return 100.0 * wrong / data.num_test
+    for start in range(0, len(x), 2000):
+        logits = model(x[start : start + 2000])
+        wrong += int((logits.argmax(-1) != y[start : start + 2000]).sum())
+    return 100.0 * wrong / len(x)
+
+
+def error_on_test(model: nn.Module, data) -> float:
+    """:func:`error_percent` on ``data``'s test split."""
+    return error_percent(model, data.x_test, data.y_test)
+
+
+def warm_start(zm, dense: nn.Module) -> None:
+    """Start a sparse-VD model from a trained plain net: the guide's means ``theta`` from its
+    weights, and the model's deterministic biases (every state entry named ``bias``, the
+    recurrent layers' ``bias_ih_l0`` and ``bias_hh_l0`` included) from its biases."""
+    state = dense.state_dict()
+    with torch.no_grad():
+        for site in zm.guide.sites:
+            site.theta.copy_(state[site.site.removeprefix("net.")])
+    biases = {k: v for k, v in state.items() if "bias" in k}
+    zm.model.net.load_state_dict(biases, strict=False)
 
 
 def speed(net: str, data, batch_size: int, rounds: int = 5, steps: int = 20) -> dict:
@@ -206,24 +224,25 @@ def speed(net: str, data, batch_size: int, rounds: int = 5, steps: int = 20) -> 
     }
 
 
-def train_sparse_vd(net: str, data, recipe: dict, args, dense: nn.Module | None, out: Path):
+def train_sparse_vd(
+    net: str,
+    data,
+    recipe: dict,
+    args,
+    dense: nn.Module | None,
+    out: Path,
+    resume: bool = False,
+):
     """SparseVD through the zoo; returns the fitted model and its fit result.
 
-    With ``args.resume`` a run whose ``out/runs/<net>/checkpoint.pt`` exists continues from it
+    With ``resume`` a run whose ``out/runs/<net>/checkpoint.pt`` exists continues from it
     (a finished one is only loaded); otherwise the folder's run is replaced.
     """
     zm = create_model(_entry(net), data=data, guide="sparse-vd", seed=args.seed)
     run_dir = out / "runs" / net
-    # callers with their own flags (benchmarks.structured) may have no --resume
-    resume = getattr(args, "resume", False) and (run_dir / "checkpoint.pt").is_file()
+    resume = resume and (run_dir / "checkpoint.pt").is_file()
     if dense is not None and not resume:
-        # Warm start: the guide's means and the model's biases from the dense baseline.
-        state = dense.state_dict()
-        with torch.no_grad():
-            for site in zm.guide.sites:
-                site.theta.copy_(state[site.site.removeprefix("net.")])
-        biases = {k: v for k, v in state.items() if k.endswith("bias")}
-        zm.model.net.load_state_dict(biases, strict=False)
+        warm_start(zm, dense)
     config = TrainConfig(
         **recipe,
         device=str(data.device),
@@ -306,9 +325,8 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> pd.DataFrame:
         if args.only == "dense":
             continue
         recipe = paper_recipe(net, args.num_epochs, args.batch_size)
-        zm, result = train_sparse_vd(
-            net, data, recipe, args, dense["model"] if args.warm_start else None, out
-        )
+        warm = dense["model"] if args.warm_start else None
+        zm, result = train_sparse_vd(net, data, recipe, args, warm, out, resume=args.resume)
         if args.only == "sparse-vd":
             continue
         pruned = export_pruned(zm)
@@ -337,7 +355,7 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> pd.DataFrame:
                 **common,
                 "method": "SparseVD" + (" (warm start)" if args.warm_start else ""),
                 "epochs": args.num_epochs,
-                "error_%": _error(pruned, data),
+                "error_%": error_on_test(pruned, data),
                 "sparsity_per_layer_%": " / ".join(f"{s:.1f}" for s in layers["sparsity_%"]),
                 "compression": float(report.iloc[-1]["compression"]),
                 "ms_per_step": zoo_ms,

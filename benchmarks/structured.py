@@ -53,7 +53,7 @@ from benchmarks.common import (
     torch_threads,
     write_results,
 )
-from benchmarks.sparse_vd import _error, paper_recipe, train_dense, train_sparse_vd
+from benchmarks.sparse_vd import error_on_test, paper_recipe, train_dense, train_sparse_vd
 from zoo import TrainConfig, create_model, fit
 from zoo.models.bnn import export_pruned, layer_report
 from zoo.models.structured import export_shrunk, masked_net, unit_report
@@ -262,7 +262,7 @@ def _rows(net: str, nets: dict, facts: dict, data, args) -> list[dict]:
                 "net": net,
                 "method": method,
                 "epochs": ep,
-                "error_%": _error(nets[key], data),
+                "error_%": error_on_test(nets[key], data),
                 "units_kept": "-" if method == "sparse VD" else units_kept(nets[key]),
                 "compression": compression,
                 "macs": work,

@@ -227,9 +227,8 @@ def pointwise_log_likelihood(
     """``log N(x_i; mu_s, W_s W_s^T + I / tau_s)`` for draws of ``(W, mu, tau)`` from ``q`` (or
     the given ``samples``), ``z`` integrated out; the posterior group holds ``1/sqrt(tau)``."""
     if samples is None:
-        trace = pyro.poutine.trace(zm.guide).get_trace(x[:1])
-        draws = [{k: trace.nodes[k]["value"] for k in ("W", "mu", "tau")}]
-        for _ in range(num_samples - 1):
+        draws = []
+        for _ in range(num_samples):
             trace = pyro.poutine.trace(zm.guide).get_trace(x[:1])
             draws.append({k: trace.nodes[k]["value"] for k in ("W", "mu", "tau")})
         samples = {k: torch.stack([dr[k] for dr in draws]) for k in ("W", "mu", "tau")}
