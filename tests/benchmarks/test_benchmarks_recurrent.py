@@ -43,3 +43,26 @@ def test_row_lstm_reads_rows_as_time_steps():
 def test_bad_epochs_are_refused():
     with pytest.raises(SystemExit):
         recurrent.main(["--num-epochs", "0"])
+
+
+def test_warm_start_gives_the_dense_lstms_outputs():
+    """After sparse_vd.warm_start, the guide's mean net (nothing pruned) is the trained dense
+    net: every weight matrix and the LSTM's bias_ih/bias_hh and the head's bias copied.
+    Tolerance: 1e-6 (float32, the same ops)."""
+    from benchmarks.sparse_vd import warm_start
+    from zoo import from_module, load
+    from zoo.models.weights import mean_net_outputs
+
+    data = load("digits")
+    torch.manual_seed(0)
+    dense = recurrent.RowLSTM(hidden=6, rows=8, width=8, classes=10)
+    with torch.no_grad():  # not the initialization the sparse model starts from
+        for p in dense.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    torch.manual_seed(1)
+    fresh = recurrent.RowLSTM(hidden=6, rows=8, width=8, classes=10)
+    zm = from_module(fresh, data=data, prior="loguniform", guide="sparse-vd", seed=0)
+    x = data.x_test[:50]
+    assert not torch.allclose(mean_net_outputs(zm, x, threshold=1e9), dense(x), atol=1e-3)
+    warm_start(zm, dense)
+    torch.testing.assert_close(mean_net_outputs(zm, x, threshold=1e9), dense(x), rtol=0, atol=1e-6)
