@@ -49,6 +49,7 @@ from torch.distributions.kl import register_kl
 
 from zoo.handlers import lrt
 from zoo.recurrent import SampledRecurrent, recurrent_weight_names
+from zoo.util import CopiesAsItself
 
 __all__ = [
     "BAYESIAN_TYPES",
@@ -171,14 +172,16 @@ def _kl_normal_loguniform(q: dist.Normal, p: ImproperLogUniform) -> torch.Tensor
 # Bayesian layers
 
 
-class _BayesianLayer:
-    """Mixin for the swapped layer classes; the weight is a ``PyroSample`` set by a prior."""
+class _BayesianLayer(CopiesAsItself):
+    """Mixin for the swapped layer classes; the weight is a ``PyroSample`` set by a prior.  It
+    comes first among their bases, so that a deep copy keeps the class
+    (:class:`~zoo.util.CopiesAsItself`)."""
 
     _zoo_prior: Prior
     _zoo_weight_init: torch.Tensor
 
 
-class BayesianLinear(PyroModule[nn.Linear], _BayesianLayer):
+class BayesianLinear(_BayesianLayer, PyroModule[nn.Linear]):
     """``nn.Linear`` whose weight is a sample site; see :func:`zoo.handlers.lrt.linear`."""
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
@@ -204,36 +207,36 @@ def _conv_forward(layer: nn.Module, input: torch.Tensor) -> torch.Tensor:
     )
 
 
-class BayesianConv1d(PyroModule[nn.Conv1d], _BayesianLayer):
+class BayesianConv1d(_BayesianLayer, PyroModule[nn.Conv1d]):
     """``nn.Conv1d`` whose weight is a sample site; see :func:`zoo.handlers.lrt.conv`."""
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         return _conv_forward(self, input)
 
 
-class BayesianConv2d(PyroModule[nn.Conv2d], _BayesianLayer):
+class BayesianConv2d(_BayesianLayer, PyroModule[nn.Conv2d]):
     """``nn.Conv2d`` whose weight is a sample site; see :func:`zoo.handlers.lrt.conv`."""
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         return _conv_forward(self, input)
 
 
-class BayesianConv3d(PyroModule[nn.Conv3d], _BayesianLayer):
+class BayesianConv3d(_BayesianLayer, PyroModule[nn.Conv3d]):
     """``nn.Conv3d`` whose weight is a sample site; see :func:`zoo.handlers.lrt.conv`."""
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         return _conv_forward(self, input)
 
 
-class BayesianRNN(SampledRecurrent, PyroModule[nn.RNN], _BayesianLayer):
+class BayesianRNN(_BayesianLayer, SampledRecurrent, PyroModule[nn.RNN]):
     """``nn.RNN`` whose weights are sample sites, one draw per minibatch (:mod:`zoo.recurrent`)."""
 
 
-class BayesianLSTM(SampledRecurrent, PyroModule[nn.LSTM], _BayesianLayer):
+class BayesianLSTM(_BayesianLayer, SampledRecurrent, PyroModule[nn.LSTM]):
     """``nn.LSTM`` whose weights are sample sites, one draw per minibatch (:mod:`zoo.recurrent`)."""
 
 
-class BayesianGRU(SampledRecurrent, PyroModule[nn.GRU], _BayesianLayer):
+class BayesianGRU(_BayesianLayer, SampledRecurrent, PyroModule[nn.GRU]):
     """``nn.GRU`` whose weights are sample sites, one draw per minibatch (:mod:`zoo.recurrent`)."""
 
 
@@ -321,7 +324,7 @@ LayerSelector = (
 def _base_type(module: nn.Module) -> type:
     # The class its author wrote: nn.LSTM for the PyroLSTM that to_pyro_module_ makes of it.
     for cls in type(module).__mro__:
-        if not issubclass(cls, PyroModule | _BayesianLayer | SampledRecurrent):
+        if not issubclass(cls, PyroModule | CopiesAsItself):
             return cls
     return type(module)
 

@@ -36,10 +36,9 @@ Usage::
 
 from __future__ import annotations
 
-import copyreg
-from typing import Any
-
 from torch import nn
+
+from zoo.util import CopiesAsItself
 
 __all__ = ["SampledRecurrent", "recurrent_weight_names"]
 
@@ -50,7 +49,7 @@ def recurrent_weight_names(layer: nn.Module) -> tuple[str, ...]:
     return tuple(n for n, _ in layer.named_parameters(recurse=False) if n.startswith("weight_"))
 
 
-class SampledRecurrent:
+class SampledRecurrent(CopiesAsItself):
     """Mixin for an ``nn.RNNBase`` subclass (a ``PyroModule``) whose weights were replaced by
     ``PyroSample`` attributes; see the module docstring."""
 
@@ -67,7 +66,3 @@ class SampledRecurrent:
         # nn.RNNBase.__setstate__ reads the weights; a zoo layer's state is never a legacy one.
         nn.Module.__setstate__(self, state)  # type: ignore[arg-type]
         self._flat_weight_refs = []
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # PyroModule[nn.LSTM]'s own __reduce__ rebuilds that class, losing this subclass.
-        return copyreg.__newobj__, (type(self),), self.__getstate__()  # type: ignore[attr-defined]

@@ -53,6 +53,7 @@ from torch.distributions.kl import register_kl
 
 from zoo.handlers import lrt
 from zoo.priors import LayerSelector, Prior, deterministic_layers, layer_type, select_layers
+from zoo.util import CopiesAsItself
 
 __all__ = [
     "SBP",
@@ -280,10 +281,11 @@ def _kl_truncated_lognormal_loguniform(
 # Layers with noise on their output units
 
 
-class _StructuredLayer:
+class _StructuredLayer(CopiesAsItself):
     """Mixin for the swapped layer classes: ``unit_noise`` (on the ``_zoo_units`` outputs) and
     ``input_noise`` (on the ``_zoo_inputs`` input features) are ``PyroSample`` set by SBP; a
-    count of 0 means no such noise."""
+    count of 0 means no such noise.  It comes first among their bases, so that a deep copy
+    keeps the class (:class:`~zoo.util.CopiesAsItself`)."""
 
     _zoo_prior: SBP
     _zoo_units: int = 0
@@ -301,7 +303,7 @@ def _noise(layer: nn.Module, out: torch.Tensor, feature_dim: int, site: str = "u
     return out * noise.reshape(shape)
 
 
-class StructuredLinear(PyroModule[nn.Linear], _StructuredLayer):
+class StructuredLinear(_StructuredLayer, PyroModule[nn.Linear]):
     """``nn.Linear`` whose output neurons are multiplied by ``unit_noise``, and (the first
     ``Linear`` layer, with ``SBP(inputs=True)``) its input features by ``input_noise`` (SBP)."""
 
@@ -312,21 +314,21 @@ class StructuredLinear(PyroModule[nn.Linear], _StructuredLayer):
         return _noise(self, out, -1) if self._zoo_units else out
 
 
-class StructuredConv1d(PyroModule[nn.Conv1d], _StructuredLayer):
+class StructuredConv1d(_StructuredLayer, PyroModule[nn.Conv1d]):
     """``nn.Conv1d`` whose output channels are multiplied by ``unit_noise`` (SBP)."""
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         return _noise(self, nn.Conv1d.forward(self, input), 1)
 
 
-class StructuredConv2d(PyroModule[nn.Conv2d], _StructuredLayer):
+class StructuredConv2d(_StructuredLayer, PyroModule[nn.Conv2d]):
     """``nn.Conv2d`` whose output channels are multiplied by ``unit_noise`` (SBP)."""
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         return _noise(self, nn.Conv2d.forward(self, input), 1)
 
 
-class StructuredConv3d(PyroModule[nn.Conv3d], _StructuredLayer):
+class StructuredConv3d(_StructuredLayer, PyroModule[nn.Conv3d]):
     """``nn.Conv3d`` whose output channels are multiplied by ``unit_noise`` (SBP)."""
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:

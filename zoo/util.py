@@ -1,5 +1,6 @@
 """Small helpers every layer may use: a "did you mean" error, a Markdown table, the scope of
-the zoo's Pyro settings, and the check of a configuration's numbers.
+the zoo's Pyro settings, the check of a configuration's numbers, and a mixin that keeps a
+``PyroModule`` subclass's class through ``copy.deepcopy``.
 
 They sit at the bottom of the zoo's layers and import nothing of it.
 
@@ -15,6 +16,7 @@ Usage::
 
 from __future__ import annotations
 
+import copyreg
 import dataclasses
 import difflib
 import functools
@@ -27,12 +29,32 @@ from contextlib import AbstractContextManager, ContextDecorator
 from typing import Any
 
 __all__ = [
+    "CopiesAsItself",
     "check_numbers",
     "ensure_local_params",
     "local_params",
     "markdown_table",
     "unknown_choice",
 ]
+
+
+class CopiesAsItself:
+    """Mixin, listed *before* ``PyroModule[...]`` among a subclass's bases, that makes
+    ``copy.deepcopy`` (and pickling) rebuild the subclass itself.
+
+    ``PyroModule[nn.Linear]`` defines ``__reduce__`` to rebuild ``PyroModule[nn.Linear]``, so
+    without this a deep copy of a zoo layer (an ensemble member, torch's ``AveragedModel``, a
+    net copied before fine-tuning) silently becomes the plain Pyro layer: same weights and
+    sample sites, but the zoo's ``forward`` (the local reparameterization, SBP's noise) is gone.
+
+    Usage::
+
+        class BayesianLinear(CopiesAsItself, PyroModule[nn.Linear]): ...
+        type(copy.deepcopy(BayesianLinear(3, 2)))   # BayesianLinear, not PyroLinear
+    """
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return copyreg.__newobj__, (type(self),), self.__getstate__()  # type: ignore[attr-defined]
 
 
 class _LocalParams(ContextDecorator):
