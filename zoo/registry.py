@@ -164,8 +164,10 @@ def from_module(
         module instance must be given again to :func:`zoo.jobs.from_checkpoint` (``net=``).
     :param data: the dataset (or its :class:`~zoo.data.DataInfo`, or an input tensor) the net is
         built for; only shapes and the task are read.
-    :param prior: ``"loguniform"`` (sparse VD), ``"normal"`` (``N(0, prior_scale^2)``) or a
-        :class:`~zoo.priors.Prior`.
+    :param prior: ``"loguniform"`` (sparse VD), ``"normal"`` (``N(0, prior_scale^2)``),
+        ``"sbp"`` (:class:`~zoo.structured.SBP` with its defaults) or a
+        :class:`~zoo.priors.Prior` (``SBP(...)`` is recorded by its fields; a prior of your
+        own must be given again to :func:`zoo.jobs.from_checkpoint`).
     :param guide: ``"sparse-vd"``, ``"vd-layer"``, ``"vd-unit"``, ``"meanfield"`` or
         ``"mc-dropout"``; ``sparse-vd`` for the log-uniform prior and ``meanfield`` for the
         normal one when omitted.

@@ -213,3 +213,40 @@ def test_sbp_refuses_a_single_layer_and_a_second_application():
         SBP().apply_(net)
     with pytest.raises(ValueError, match="low < high"):
         SBP(0.0, -1.0)
+
+
+def test_a_checkpoint_rebuilds_an_sbp_net_without_the_prior_given_again(tmp_path):
+    """SBP is the zoo's own prior: from_module records it by its fields (prior "sbp", low,
+    high, inputs), so from_checkpoint rebuilds it with only the net given again (an
+    instance cannot be named) and the shrunk export is the same net exactly.  A subclass
+    of SBP has code no field records: it stays "custom" and must be passed again."""
+    from zoo.jobs import from_checkpoint
+    from zoo.models.structured import export_shrunk
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 6, generator=gen)
+    data = zoo.from_tensors(x, (x[:, 0] > 0).long() + (x[:, 1] > 0).long())
+
+    def mlp():
+        return nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3))
+
+    zm = zoo.from_module(mlp(), data=data, prior=SBP(low=-15.0, inputs=True), seed=0)
+    assert (zm.config.prior, zm.config.sbp_low, zm.config.sbp_inputs) == ("sbp", -15.0, True)
+    site = zm.guide.sites[1]  # the first layer's units (its input noise is sites[0])
+    site.set_(site.loc.detach(), torch.tensor([2.0] * 5 + [-5.0] * 11))  # 5 units off: SNR << 1
+    zoo.fit(zm, data, num_epochs=1, batch_size=32, progress=False, out_dir=str(tmp_path))
+    rebuilt, _ = from_checkpoint(str(tmp_path), net=mlp())
+    assert rebuilt.spec.default_guide == "sbp"
+    assert rebuilt.guide.site_names == zm.guide.site_names
+    low = [s.module._zoo_prior.low for s in unit_sites(rebuilt.model.net)]
+    assert low == [-15.0, -15.0]
+    small, again = export_shrunk(zm), export_shrunk(rebuilt)
+    assert small[0].out_features < 16
+    with torch.no_grad():
+        assert torch.equal(again(x), small(x))
+
+    class MySBP(SBP):
+        pass
+
+    custom = zoo.from_module(mlp(), data=data, prior=MySBP(), seed=0)
+    assert custom.config.prior == "custom"

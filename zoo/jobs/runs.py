@@ -363,9 +363,11 @@ def export_job(checkpoint: str, out: str, force: bool = False) -> int:
     finally:
         tmp.unlink(missing_ok=True)  # left only by a failure
     what = ""
-    if zm.spec.hooks.report is not None:  # the Bayesian weights only, as the report counts them
+    if zm.spec.hooks.report is not None:  # the weights the report's total row counts
         total = zm.spec.hooks.report(zm).iloc[-1]
         kept, weights = int(total["kept"]), int(total["weights"])
-        what = f", {kept}/{weights} Bayesian weights nonzero ({weights / max(kept, 1):.1f}x)"
+        # "total (Bayesian weights)" for sparse VD, "total (Linear/ConvNd weights)" for SBP
+        counted = str(total["layer"]).removeprefix("total (").removesuffix(")")
+        what = f", {kept}/{weights} {counted} kept ({weights / max(kept, 1):.1f}x)"
     print(f"wrote {target}: the state dict of {zm.name}'s deterministic network{what}")
     return 0

@@ -140,6 +140,9 @@ class ModuleConfig(WeightConfig):
     :param learn_noise: whether the Normal likelihood learns its noise.
     :param layers: qualified names of the layers made Bayesian (recorded when the model is
         built, whatever selector chose them).
+    :param sbp_low: with ``prior="sbp"``, :class:`~zoo.structured.SBP`'s ``low``.
+    :param sbp_high: its ``high``.
+    :param sbp_inputs: its ``inputs``.
     """
 
     net: str = ""
@@ -147,9 +150,18 @@ class ModuleConfig(WeightConfig):
     noise: float = 1.0
     learn_noise: bool = True
     layers: tuple[str, ...] = ()
+    sbp_low: float = -20.0
+    sbp_high: float = 0.0
+    sbp_inputs: bool = False
 
-    #: ``custom``: a user's :class:`~zoo.priors.Prior` object, given again to rebuild the model
-    PRIOR_CHOICES: ClassVar[tuple[str, ...]] = (*PRIORS, "custom")
+    #: ``sbp``: :class:`~zoo.structured.SBP` (recorded by its fields, so a checkpoint rebuilds
+    #: it); ``custom``: a user's :class:`~zoo.priors.Prior` object, given again to rebuild
+    PRIOR_CHOICES: ClassVar[tuple[str, ...]] = (*PRIORS, "sbp", "custom")
+
+    def make_prior(self) -> Prior:
+        if self.prior == "sbp":
+            return SBP(self.sbp_low, self.sbp_high, inputs=self.sbp_inputs)
+        return super().make_prior()
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -244,18 +256,29 @@ def build_with(factory: Callable[..., nn.Module], info: DataInfo) -> nn.Module:
 
 def describe_prior(prior: str | Prior) -> dict[str, Any]:
     """:class:`ModuleConfig` fields recording ``prior`` (``prior="custom"`` for a user's
-    :class:`~zoo.priors.Prior` subclass, which a rebuild must be given again)."""
+    :class:`~zoo.priors.Prior` subclass, which a rebuild must be given again; ``"sbp"`` and
+    its fields for :class:`~zoo.structured.SBP` itself)."""
     if isinstance(prior, str):
         return {"prior": prior}
     if isinstance(prior, NormalPrior):
         return {"prior": "normal", "prior_scale": prior.scale}
     if type(prior) is LogUniform and prior == LogUniform():
         return {"prior": "loguniform"}
-    if isinstance(prior, SBP):  # its own pruning rule, SNR < 1
+    if type(prior) is SBP:  # its own pruning rule, SNR < 1
+        return {
+            "prior": "sbp",
+            "threshold": SBP_THRESHOLD,
+            "sbp_low": prior.low,
+            "sbp_high": prior.high,
+            "sbp_inputs": prior.inputs,
+        }
+    if isinstance(prior, SBP):  # a user's subclass: its own code, which no field records
         return {"prior": "custom", "threshold": SBP_THRESHOLD}
     if isinstance(prior, Prior):
         return {"prior": "custom"}
-    raise TypeError(f"prior must be 'loguniform', 'normal' or a Prior, got {type(prior).__name__}")
+    raise TypeError(
+        f"prior must be 'loguniform', 'normal', 'sbp' or a Prior, got {type(prior).__name__}"
+    )
 
 
 def describe_likelihood(likelihood: str | Likelihood | None, info: DataInfo) -> dict[str, Any]:
@@ -335,7 +358,7 @@ def module_spec(
     def build(cfg: ModuleConfig, info: DataInfo) -> BNN:
         return build_model(cfg, info, factory, prior=prior, likelihood=likelihood)
 
-    structured = isinstance(prior, SBP)
+    structured = config.prior == "sbp" or isinstance(prior, SBP)
     default = "meanfield" if config.prior == "normal" else "sparse-vd"
     return ModelSpec(
         name=name,
