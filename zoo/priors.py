@@ -514,7 +514,9 @@ class Prior:
             )
             m._zoo_prior = self
             m._zoo_weight_init = init
-            m.weight = PyroSample(_weight_prior)
+            # a partial, not the function: Pyro renames a named prior function in place (for
+            # its decorator use), after which pickle can no longer find it in this module
+            m.weight = PyroSample(functools.partial(_weight_prior))
         _warn_deterministic(net, self)
         return net
 

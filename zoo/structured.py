@@ -38,6 +38,7 @@ Usage::
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from dataclasses import dataclass
@@ -446,10 +447,10 @@ class SBP(Prior):
             m._zoo_prior = self
             if outputs:
                 m._zoo_units = int(m.weight.shape[0])
-                m.unit_noise = PyroSample(_noise_prior)
+                m.unit_noise = PyroSample(functools.partial(_noise_prior))  # as in zoo.priors
             if m is first:
                 m._zoo_inputs = int(m.weight.shape[1])
-                m.input_noise = PyroSample(_input_prior)
+                m.input_noise = PyroSample(functools.partial(_input_prior))
         others = [
             f"{n} ({layer_type(m)})"
             for n, m in deterministic_layers(net)

@@ -2,6 +2,7 @@
 
 import copy
 import math
+import pickle
 import warnings
 
 import numpy as np
@@ -348,15 +349,17 @@ def test_dropout_weight_kl_is_the_expected_negative_log_prior():
         DropoutWeight(loc, 1.0)
 
 
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
 @pytest.mark.parametrize("prior", ["loguniform", "sbp"])
-def test_a_deep_copy_keeps_the_layer_class_and_its_forward(prior):
-    """copy.deepcopy of a Bayesian net (an ensemble member, torch's AveragedModel) keeps the
-    zoo's layer class and forward: PyroModule[nn.Linear]'s own __reduce__ would rebuild the
-    plain PyroLinear, which draws one weight per minibatch instead of the LRT's (or SBP's)
-    noise per example.  4000 identical input rows through the copy's training pass: the
-    spread across rows of the first layer's output is the closed form (LRT: var_j =
-    sum_i x_i^2 sigma2_ji; SBP: Var[theta_j] times the squared noiseless output), to 10 %
-    (the estimate's sd is 2.2 %); the plain layer's spread would be exactly 0."""
+def test_a_copied_or_pickled_net_keeps_the_layer_class_and_its_forward(prior, how):
+    """copy.deepcopy of a Bayesian net (an ensemble member, torch's AveragedModel) and a pickle
+    round trip (torch.save of the module) keep the zoo's layer class and forward:
+    PyroModule[nn.Linear]'s own __reduce__ would rebuild the plain PyroLinear, which draws one
+    weight per minibatch instead of the LRT's (or SBP's) noise per example, and Pyro's renaming
+    of a named prior function made pickling fail.  4000 identical input rows through the
+    copy's training pass: the spread across rows of the first layer's output is the closed
+    form (LRT: var_j = sum_i x_i^2 sigma2_ji; SBP: Var[theta_j] times the squared noiseless
+    output), to 10 % (the estimate's sd is 2.2 %); the plain layer's spread would be 0."""
     from zoo.structured import SBP
 
     gen = torch.Generator().manual_seed(0)
@@ -367,21 +370,27 @@ def test_a_deep_copy_keeps_the_layer_class_and_its_forward(prior):
     zm = zoo.from_module(net, data=data, seed=0, **kw)
     if prior == "sbp":
         zm.guide.sites[0].set_(0.0, -1.0)  # a visible spread: sigma = e^-1
-    twin = copy.deepcopy(zm)
-    layer = twin.model.net[0]
+    if how == "deepcopy":
+        twin = copy.deepcopy(zm)
+        twin_model, twin_guide = twin.model, twin.guide
+    else:
+        twin_model, twin_guide = pickle.loads(pickle.dumps(zm.model)), zm.guide
+    layer = twin_model.net[0]
     assert type(layer) is type(zm.model.net[0]) and type(layer).__name__ != "PyroLinear"
     rows = x[:1].expand(4000, 4).contiguous()
     outs = []
     hook = layer.register_forward_hook(lambda m, i, out: outs.append(out))
-    model, guide = twin.callables()
+    model, guide = twin_model, twin_guide
+    if zm.handler is not None:
+        model, guide = zm.handler(model), zm.handler(guide)
     with torch.no_grad(), poutine.seed(rng_seed=1):
         poutine.replay(model, trace=poutine.trace(guide).get_trace(rows))(rows)
     hook.remove()
     with torch.no_grad():
         if prior == "loguniform":
-            expected = (rows[0].square() * twin.guide.sites[0].log_sigma2.exp()).sum(-1)
+            expected = (rows[0].square() * twin_guide.sites[0].log_sigma2.exp()).sum(-1)
         else:
-            noise = twin.guide.sites[0].distribution()
+            noise = twin_guide.sites[0].distribution()
             noise = getattr(noise, "base_dist", noise)
             expected = noise.variance * (x[0] @ layer.weight.T + layer.bias).square()
     torch.testing.assert_close(outs[0].var(0), expected, rtol=0.10, atol=0)

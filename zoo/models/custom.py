@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import importlib
 import importlib.util
 import inspect
@@ -390,15 +391,15 @@ def net_factory(
         an argument), or a reference (:func:`load_factory`).
     :raises TypeError: for anything else.
     """
+    # partials, not lambdas: the model keeps the factory, and torch.save(zm.model) pickles it
     if isinstance(net, nn.Module):
-        template = copy.deepcopy(net)
-        return (lambda: copy.deepcopy(template)), ""
+        return functools.partial(copy.deepcopy, copy.deepcopy(net)), ""
     if isinstance(net, str):
         where, _, name = net.rpartition(":")
         fn = load_factory(net)
         if where.endswith(".py"):
             net = f"{Path(where).expanduser().resolve()}:{name}"
-        return (lambda: build_with(fn, info)), net
+        return functools.partial(build_with, fn, info), net
     if callable(net):
-        return (lambda: build_with(net, info)), net_reference(net)
+        return functools.partial(build_with, net, info), net_reference(net)
     raise TypeError(f"net must be an nn.Module, a function or a reference, got {net!r}")
