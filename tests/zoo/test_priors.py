@@ -394,3 +394,16 @@ def test_a_copied_or_pickled_net_keeps_the_layer_class_and_its_forward(prior, ho
             noise = getattr(noise, "base_dist", noise)
             expected = noise.variance * (x[0] @ layer.weight.T + layer.bias).square()
     torch.testing.assert_close(outs[0].var(0), expected, rtol=0.10, atol=0)
+
+
+@pytest.mark.parametrize("name", ["lenet300-loguniform", "lenet5-normal", "lenet300-sbp"])
+def test_a_catalog_net_pickles_with_its_layers_and_weights(name):
+    """torch.save(zm.model) of a catalog BNN: the round trip keeps every layer's class (the
+    zoo's, not Pyro's plain ones) and every parameter and buffer exactly."""
+    info = zoo.DataInfo(input_shape=(1, 28, 28), num_classes=10, task="classification")
+    zm = zoo.create_model(name, data=info)
+    again = pickle.loads(pickle.dumps(zm.model))
+    assert [type(m) for m in again.modules()] == [type(m) for m in zm.model.modules()]
+    ours, theirs = zm.model.state_dict(), again.state_dict()
+    assert ours.keys() == theirs.keys()
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)

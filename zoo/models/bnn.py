@@ -27,6 +27,7 @@ Usage::
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -421,7 +422,8 @@ def _build(config: BNNConfig, info: DataInfo) -> BNN:
     # the regressor's noise starts at the config's; BNN checks the task and picks the rest
     regress = info.task == "regression"
     likelihood = make_likelihood("normal", info, noise=config.init_noise) if regress else None
-    return BNN(lambda: build_net(config, info), config.make_prior(), info, likelihood=likelihood)
+    net = functools.partial(build_net, config, info)  # not a lambda: the model pickles
+    return BNN(net, config.make_prior(), info, likelihood=likelihood)
 
 
 _NORMAL_GUIDES = {

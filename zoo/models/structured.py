@@ -22,6 +22,7 @@ Usage::
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -219,7 +220,7 @@ GUIDES = {"sbp": lambda c, info, m: _sbp_guide(c, m)}
 
 
 def _build(config: StructuredConfig, info: DataInfo) -> BNN:
-    return BNN(lambda: build_net(config, info), config.make_prior(), info)
+    return BNN(functools.partial(build_net, config, info), config.make_prior(), info)
 
 
 def _spec(name: str, description: str, config: StructuredConfig, train: dict) -> ModelSpec:
