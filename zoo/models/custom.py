@@ -42,7 +42,7 @@ from zoo.data import DataInfo
 from zoo.likelihoods import LIKELIHOODS, Bernoulli, Categorical, Likelihood, Normal, make_likelihood
 from zoo.models.bnn import BNN, GUIDES, HOOKS, PRIORS, REFERENCE, WeightConfig
 from zoo.models.structured import GUIDES as SBP_GUIDES
-from zoo.models.structured import STRUCTURED_HOOKS
+from zoo.models.structured import STRUCTURED_HOOKS, SBPFields
 from zoo.priors import LogUniform, Prior, weight_sites
 from zoo.priors import Normal as NormalPrior
 from zoo.spec import ModelSpec
@@ -130,8 +130,10 @@ def train_defaults_for_data(
     return out
 
 
+# SBPFields first among the bases: a dataclass's fields follow the reversed MRO, so the
+# WeightConfig fields keep their place at the front (in config.json and the CLI's help).
 @dataclasses.dataclass(frozen=True)
-class ModuleConfig(WeightConfig):
+class ModuleConfig(SBPFields, WeightConfig):
     """Configuration of a user's Bayesian net (and :class:`~zoo.models.bnn.WeightConfig`'s).
 
     :param net: reference to the function that builds the net (``"pkg.mod:fn"`` or
@@ -141,9 +143,8 @@ class ModuleConfig(WeightConfig):
     :param learn_noise: whether the Normal likelihood learns its noise.
     :param layers: qualified names of the layers made Bayesian (recorded when the model is
         built, whatever selector chose them).
-    :param sbp_low: with ``prior="sbp"``, :class:`~zoo.structured.SBP`'s ``low``.
-    :param sbp_high: its ``high``.
-    :param sbp_inputs: its ``inputs``.
+
+    With ``prior="sbp"``, :class:`~zoo.models.structured.SBPFields`' fields describe the prior.
     """
 
     net: str = ""
@@ -151,18 +152,13 @@ class ModuleConfig(WeightConfig):
     noise: float = 1.0
     learn_noise: bool = True
     layers: tuple[str, ...] = ()
-    sbp_low: float = -20.0
-    sbp_high: float = 0.0
-    sbp_inputs: bool = False
 
     #: ``sbp``: :class:`~zoo.structured.SBP` (recorded by its fields, so a checkpoint rebuilds
     #: it); ``custom``: a user's :class:`~zoo.priors.Prior` object, given again to rebuild
     PRIOR_CHOICES: ClassVar[tuple[str, ...]] = (*PRIORS, "sbp", "custom")
 
     def make_prior(self) -> Prior:
-        if self.prior == "sbp":
-            return SBP(self.sbp_low, self.sbp_high, inputs=self.sbp_inputs)
-        return super().make_prior()
+        return self.sbp_prior() if self.prior == "sbp" else super().make_prior()
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -46,6 +46,7 @@ __all__ = [
     "SPECS",
     "STRUCTURED_HOOKS",
     "TOTAL",
+    "SBPFields",
     "StructuredConfig",
     "export_shrunk",
     "folded_state_dict",
@@ -62,12 +63,30 @@ TOTAL = "total (Linear/ConvNd weights)"
 
 
 @dataclass(frozen=True)
-class StructuredConfig(BNNConfig):
-    """A LeNet with SBP noise (and :class:`~zoo.models.bnn.BNNConfig`'s fields).
+class SBPFields:
+    """:class:`SBP`'s settings as configuration fields, so that a checkpoint records them: a
+    mixin of :class:`StructuredConfig` and of a user's net's
+    :class:`~zoo.models.custom.ModuleConfig`.
 
     :param sbp_low: ``a``, log of the noise's lower bound.
     :param sbp_high: ``b``, log of its upper bound.
     :param sbp_inputs: noise on the first ``Linear`` layer's inputs too (:class:`SBP`).
+    """
+
+    sbp_low: float = -20.0
+    sbp_high: float = 0.0
+    sbp_inputs: bool = False
+
+    def sbp_prior(self) -> SBP:
+        """The :class:`SBP` these fields describe."""
+        return SBP(self.sbp_low, self.sbp_high, inputs=self.sbp_inputs)
+
+
+@dataclass(frozen=True)  # SBPFields first: BNNConfig's fields stay in front (ModuleConfig)
+class StructuredConfig(SBPFields, BNNConfig):
+    """A LeNet with SBP noise (and :class:`~zoo.models.bnn.BNNConfig`'s and
+    :class:`SBPFields`' fields; ``sbp_inputs`` is on by default, as in the paper).
+
     :param init_log_sigma: the guide's initial ``log sigma``.
     :param lr_scale: how much faster the guide's parameters move than the weights
         (:class:`guides.structured.SBPGuide`).
@@ -75,8 +94,6 @@ class StructuredConfig(BNNConfig):
 
     prior: str = "sbp"
     threshold: float = SBP_THRESHOLD
-    sbp_low: float = -20.0
-    sbp_high: float = 0.0
     sbp_inputs: bool = True
     init_log_sigma: float = -5.0
     lr_scale: float = 10.0
@@ -84,7 +101,7 @@ class StructuredConfig(BNNConfig):
     PRIOR_CHOICES: ClassVar[tuple[str, ...]] = ("sbp",)
 
     def make_prior(self) -> Prior:
-        return SBP(self.sbp_low, self.sbp_high, inputs=self.sbp_inputs)
+        return self.sbp_prior()
 
 
 _SUFFIX = {"out": "unit_noise", "in": "input_noise"}
