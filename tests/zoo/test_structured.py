@@ -245,6 +245,10 @@ def test_a_checkpoint_rebuilds_an_sbp_net_without_the_prior_given_again(tmp_path
     with torch.no_grad():
         assert torch.equal(again(x), small(x))
 
+    by_name = zoo.from_module(mlp(), data=data, prior="sbp", seed=0)
+    assert by_name.config == zoo.from_module(mlp(), data=data, prior=SBP(), seed=0).config
+    assert by_name.config.threshold == 0.0  # SBP's rule, SNR < 1, not sparse VD's log alpha 3
+
     class MySBP(SBP):
         pass
 

@@ -255,6 +255,8 @@ def describe_prior(prior: str | Prior) -> dict[str, Any]:
     """:class:`ModuleConfig` fields recording ``prior`` (``prior="custom"`` for a user's
     :class:`~zoo.priors.Prior` subclass, which a rebuild must be given again; ``"sbp"`` and
     its fields for :class:`~zoo.structured.SBP` itself)."""
+    if prior == "sbp":  # the name stands for SBP() and its own pruning threshold
+        prior = SBP()
     if isinstance(prior, str):
         return {"prior": prior}
     if isinstance(prior, NormalPrior):
